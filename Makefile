@@ -1,0 +1,171 @@
+# memsaver — build out of tree into $(BUILD).  `make help` lists the targets.
+# Quiet unless V=1.  CUDA headers from CUDA_HOME; nothing links libcuda at
+# build time (the library and the demo reach the driver through dlopen).
+
+CUDA_HOME ?= /usr/local/cuda
+BUILD ?= build
+PREFIX ?= /usr/local
+DESTDIR ?=
+CC ?= cc
+VERSION := 0.1.0
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+WARN := -Wall -Wextra -Werror -Wno-missing-field-initializers
+CFLAGS ?= -O2 -g
+CPPFLAGS += -Iinclude -I. -I$(CUDA_HOME)/include -D_GNU_SOURCE -DMSV_VERSION_STR=\"$(VERSION)\"
+ALL_CFLAGS = -std=gnu11 -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) $(SAN)
+LDLIBS_CORE = -Wl,-Bstatic -ljansson -Wl,-Bdynamic -lpthread -ldl -lm
+
+# Everything that needs no CUDA: linked into the library, the CLI and the
+# unit tests alike.
+CORE_SRCS := \
+	$(wildcard analyzer/*.c) \
+	tracer/categories.c \
+	tracer/classify.c \
+	tracer/log.c \
+	tracer/options.c \
+	tracer/policy.c \
+	tracer/trace_writer.c
+
+LIB_SRCS := $(sort $(wildcard tracer/*.c saver/*.c) $(CORE_SRCS))
+CLI_SRCS := $(wildcard tools/memsaver/*.c)
+DEMO_SRCS := $(wildcard tools/demo/*.c)
+FAKE_DRIVER_SRCS := $(wildcard tests/fakecuda/driver*.c)
+FAKE_CUPTI_SRCS := $(wildcard tests/fakecuda/cupti*.c)
+FAKE_NVML_SRCS := $(wildcard tests/fakecuda/nvml*.c)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+FAKE_TEST_SRCS := $(wildcard tests/fakecuda/test_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LIB := $(BUILD)/lib/libmemsaver.so
+CORE := $(BUILD)/lib/libmsvcore.a
+CLI := $(BUILD)/bin/memsaver
+DEMO := $(BUILD)/bin/demo-engine
+FAKE_DRIVER := $(BUILD)/fakecuda/libcuda.so.1
+FAKE_CUPTI := $(BUILD)/fakecuda/libcupti.so.13
+FAKE_NVML := $(BUILD)/fakecuda/libnvidia-ml.so.1
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+FAKE_TEST_BINS := $(patsubst tests/fakecuda/%.c,$(BUILD)/tests/fakecuda_%,$(FAKE_TEST_SRCS))
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bin/bench-%,$(wildcard bench/*.c))
+
+.PHONY: all test demo gpu-test bench install clean sanitize deps help
+all: $(LIB) $(CLI) $(DEMO) $(FAKE_DRIVER) $(FAKE_CUPTI) $(FAKE_NVML) $(BUILD)/memsaver.pc $(BENCH_BINS)
+
+help:
+	@echo "make            build everything into $(BUILD)/"
+	@echo "make demo       run demo-engine under memsaver (GPU if present, else the fake driver)"
+	@echo "make test       unit, fake-driver and end-to-end tests (no GPU needed)"
+	@echo "make sanitize   the test suite built with ASan+UBSan into $(BUILD)-san/"
+	@echo "make gpu-test   the GPU scenarios (exit 77 without a GPU)"
+	@echo "make bench      benchmarks, JSON lines on stdout (GPU machine)"
+	@echo "make install    PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
+	@echo "make clean"
+
+deps:
+	$(Q)tools/install-deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(CORE): $(call obj,$(CORE_SRCS))
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+# Only the public API and the injection entry points leave the library;
+# jansson is linked in statically and hidden so the host's copy never clashes.
+$(LIB): $(call obj,$(LIB_SRCS)) saver/exports.map
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared $(SAN) -Wl,--version-script=saver/exports.map -Wl,--exclude-libs,ALL \
+		-Wl,-z,nodelete -o $@ $(call obj,$(LIB_SRCS)) $(LDLIBS_CORE)
+
+$(CLI): $(call obj,$(CLI_SRCS)) $(CORE)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(SAN) -o $@ $(call obj,$(CLI_SRCS)) $(CORE) $(LDLIBS_CORE)
+
+$(DEMO): $(call obj,$(DEMO_SRCS))
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(SAN) -o $@ $^ -ldl -lpthread
+
+$(BUILD)/bin/bench-%: $(BUILD)/obj/bench/%.o
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(SAN) -o $@ $^ -ldl -lpthread -lm
+
+$(FAKE_DRIVER): $(call obj,$(FAKE_DRIVER_SRCS))
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared $(SAN) -Wl,-soname,libcuda.so.1 -o $@ $^ -ldl -lpthread
+
+$(FAKE_CUPTI): $(call obj,$(FAKE_CUPTI_SRCS)) $(FAKE_DRIVER)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared $(SAN) -Wl,-soname,libcupti.so.13 -o $@ $(call obj,$(FAKE_CUPTI_SRCS)) \
+		-L$(BUILD)/fakecuda -l:libcuda.so.1 -Wl,-rpath,'$$ORIGIN' -ldl -lpthread
+
+$(FAKE_NVML): $(call obj,$(FAKE_NVML_SRCS)) $(FAKE_DRIVER)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared $(SAN) -Wl,-soname,libnvidia-ml.so.1 -o $@ $(call obj,$(FAKE_NVML_SRCS)) \
+		-L$(BUILD)/fakecuda -l:libcuda.so.1 -Wl,-rpath,'$$ORIGIN' -ldl -lpthread
+
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(CORE)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(SAN) -o $@ $< $(CORE) $$(pkg-config --libs check) $(LDLIBS_CORE)
+
+$(BUILD)/tests/fakecuda_%: $(BUILD)/obj/tests/fakecuda/%.o $(FAKE_DRIVER) $(FAKE_CUPTI)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(SAN) -o $@ $< -L$(BUILD)/fakecuda -l:libcuda.so.1 -l:libcupti.so.13 \
+		-Wl,-rpath,'$$ORIGIN/../fakecuda' $$(pkg-config --libs check) -ldl -lpthread
+
+$(BUILD)/memsaver.pc: Makefile
+	@mkdir -p $(dir $@)
+	$(Q)printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: memsaver\nDescription: release and restore GPU memory of unmodified CUDA engines\nVersion: %s\nLibs: -L$${libdir} -lmemsaver\nCflags: -I$${includedir}\n' \
+		'$(PREFIX)' '$(VERSION)' > $@
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory all $(UNIT_BINS) $(FAKE_TEST_BINS)
+	$(Q)BUILD=$(BUILD) tests/run.sh
+
+sanitize: deps
+	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)-san SAN="-fsanitize=address,undefined -fno-omit-frame-pointer" \
+		all $(patsubst $(BUILD)/%,$(BUILD)-san/%,$(UNIT_BINS) $(FAKE_TEST_BINS))
+	$(Q)BUILD=$(BUILD)-san MSV_SANITIZE=1 tests/run.sh
+
+demo: deps all
+	$(Q)BUILD=$(BUILD) tools/demo/run-demo.sh
+
+gpu-test: all
+	$(Q)BUILD=$(BUILD) tests/gpu/run.sh
+
+bench: all
+	$(Q)BUILD=$(BUILD) bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
+		$(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/share/memsaver/policies \
+		$(DESTDIR)$(PREFIX)/share/memsaver/python/memsaver
+	install -m 0755 $(CLI) $(DESTDIR)$(PREFIX)/bin/memsaver
+	install -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libmemsaver.so
+	install -m 0644 include/memsaver.h $(DESTDIR)$(PREFIX)/include/memsaver.h
+	install -m 0644 $(BUILD)/memsaver.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/memsaver.pc
+	install -m 0644 tools/policies/*.json $(DESTDIR)$(PREFIX)/share/memsaver/policies/
+	install -m 0644 tools/python/memsaver/*.py $(DESTDIR)$(PREFIX)/share/memsaver/python/memsaver/
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-san
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,54 @@
+/* The policy: ordered classification rules plus a pause action per category.
+ *
+ * Read from a version-1 JSON file (format in docs/policy.md).  A policy is
+ * immutable once loaded and may be shared by any number of threads.
+ * Errors are written to err as "FILE:LINE:COLUMN: what was expected" (line
+ * and column are 1-based; 0 when the problem has no position, e.g. an
+ * unreadable file). */
+#ifndef MSV_POLICY_H
+#define MSV_POLICY_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "categories.h"
+
+struct msv_policy;
+
+/* One rule: every set condition must hold. */
+struct msv_rule {
+	enum msv_category category;
+	const char *nvtx;     /* glob on any NVTX range of the thread's stack, or NULL */
+	const char *python;   /* glob on any frame FILE:LINE:FUNCTION, or NULL */
+	const char *library;  /* glob on the caller library's basename, or NULL */
+	int capturing;        /* -1 any, 0 not capturing, 1 capturing */
+	uint64_t min_bytes;   /* 0 = no bound */
+	uint64_t max_bytes;   /* 0 = no bound */
+	json_int_t line;      /* position in the file, for messages */
+};
+
+enum msv_context_mode { MSV_CONTEXT_TRIM, MSV_CONTEXT_KEEP };
+
+/* Load and validate.  Returns 0 and a new policy in *out, or -EINVAL (bad
+ * content) / -errno (unreadable) with the message in err. */
+int _msv_policy_load(const char *path, struct msv_policy **out, char *err, size_t errlen);
+/* The same from text; `name` stands for the file in messages. */
+int _msv_policy_parse(const char *text, const char *name, struct msv_policy **out, char *err,
+		      size_t errlen);
+/* No rules, default actions, context trim.  NULL only when out of memory. */
+struct msv_policy *_msv_policy_default(void);
+void _msv_policy_free(struct msv_policy *p); /* accepts NULL */
+
+size_t _msv_policy_rule_count(const struct msv_policy *p);
+const struct msv_rule *_msv_policy_rule(const struct msv_policy *p, size_t i);
+enum msv_action _msv_policy_action(const struct msv_policy *p, enum msv_category c);
+enum msv_context_mode _msv_policy_context(const struct msv_policy *p);
+/* Whether any category has an action other than keep. */
+int _msv_policy_wraps_any(const struct msv_policy *p);
+
+/* The effective policy as JSON: {"version":1,"rules":[...],"defaults":[...],
+ * "actions":{every category},"context":"trim"}.  New reference. */
+json_t *_msv_policy_to_json(const struct msv_policy *p);
+
+#endif
