@@ -1,0 +1,20 @@
+#!/bin/bash
+# Installs the Debian packages the build and the tests need, when missing.
+# Says what it installs; needs root (or sudo) only when something is missing.
+set -eu
+need=()
+have_hdr() { [ -e "/usr/include/$1" ] || [ -e "/usr/include/x86_64-linux-gnu/$1" ]; }
+have_hdr check.h || need+=(check)
+have_hdr jansson.h || need+=(libjansson-dev)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+[ -e /usr/lib/x86_64-linux-gnu/libsubunit.so ] || [ -e /usr/lib/x86_64-linux-gnu/libsubunit.a ] || need+=(libsubunit-dev)
+if [ "${MSV_WANT_CHROMIUM:-0}" = 1 ]; then
+	command -v chromium >/dev/null || need+=(chromium)
+fi
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "memsaver: installing missing Debian packages: ${need[*]}"
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
