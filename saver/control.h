@@ -1,0 +1,37 @@
+/* The control socket: one Unix socket per process, line-delimited JSON.
+ *
+ * Path: <dir>/<session>/memsaver-<pid>.sock where dir is MEMSAVER_SOCKET_DIR,
+ * else $XDG_RUNTIME_DIR/memsaver, else /tmp/memsaver-<uid>; session is
+ * MEMSAVER_SESSION (set by `memsaver run`, shared by every process it
+ * starts), else "default".  Directories 0700, socket 0600, and the peer's
+ * uid is checked with SO_PEERCRED.
+ *
+ * Requests, one JSON object per line (at most MSV_CONTROL_MAX_REQUEST bytes):
+ *   {"cmd":"pause","tags":"kv,graph"}   tags optional (all wrapped categories)
+ *   {"cmd":"resume","tags":...}
+ *   {"cmd":"status"}
+ *   {"cmd":"snapshot","label":"after_load"}
+ *   {"cmd":"report","path":"/x.json"}    path optional: the configured one
+ * Replies, one line each: {"ok":true,...} or {"ok":false,"error":"..."}.
+ * status replies {"ok":true,"status":{...}}; report replies
+ * {"ok":true,"path":...,"report":{...}}.  A malformed or oversized request
+ * gets an error reply and the connection is closed; the engine is never
+ * disturbed. */
+#ifndef MSV_CONTROL_H
+#define MSV_CONTROL_H
+
+#include <stddef.h>
+
+#define MSV_CONTROL_MAX_REQUEST 65536
+
+/* Start the server thread (idempotent).  Returns 0 or a negative errno; on
+ * failure the process goes on without a control socket (logged once). */
+int _msv_control_start(void);
+/* Stop the server and unlink the socket (at exit; idempotent). */
+void _msv_control_stop(void);
+/* The socket path of process pid in session (NULL = this process's). */
+int _msv_control_path(const char *session, int pid, char *out, size_t len);
+/* The directory holding the sessions' sockets. */
+int _msv_control_dir(char *out, size_t len);
+
+#endif

@@ -1,0 +1,15 @@
+/* State the control server and the CLI read: per category wrapped, resident
+ * and released bytes, pause state, last pause/resume timings.  Provided by
+ * the saver (saver/state.c). */
+#ifndef MSV_STATUS_H
+#define MSV_STATUS_H
+
+#include <jansson.h>
+
+/* {"pid":..,"session":..,"paused":[cats],"categories":{"kv":{"wrapped_bytes",
+ * "resident_bytes","released_bytes","count","action","state"}},
+ * "last_pause":{"t_ns","ms","ok"},"last_resume":{...},"cupti":..,"redirect":..}
+ * New reference; NULL on out of memory. */
+json_t *_msv_status_json(void);
+
+#endif
