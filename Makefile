@@ -19,7 +19,9 @@ WARN := -Wall -Wextra -Werror -Wno-missing-field-initializers
 CFLAGS ?= -O2 -g
 CPPFLAGS += -Iinclude -I. -I$(CUDA_HOME)/include -D_GNU_SOURCE -DMSV_VERSION_STR=\"$(VERSION)\"
 ALL_CFLAGS = -std=gnu11 -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) $(SAN)
-LDLIBS_CORE = -Wl,-Bstatic -ljansson -Wl,-Bdynamic -lpthread -ldl -lm
+# Debian's libjansson.a is not position-independent, so the library links
+# libjansson.so.4 (present on the GPU machine too; one soname, one ABI).
+LDLIBS_CORE = -ljansson -lpthread -ldl -lm
 
 # Everything that needs no CUDA: linked into the library, the CLI and the
 # unit tests alike.
@@ -30,7 +32,8 @@ CORE_SRCS := \
 	tracer/log.c \
 	tracer/options.c \
 	tracer/policy.c \
-	tracer/trace_writer.c
+	tracer/trace_writer.c \
+	saver/control_path.c
 
 LIB_SRCS := $(sort $(wildcard tracer/*.c saver/*.c) $(CORE_SRCS))
 CLI_SRCS := $(wildcard tools/memsaver/*.c)
@@ -80,8 +83,7 @@ $(CORE): $(call obj,$(CORE_SRCS))
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-# Only the public API and the injection entry points leave the library;
-# jansson is linked in statically and hidden so the host's copy never clashes.
+# Only the public API, dlsym and the injection entry points leave the library.
 $(LIB): $(call obj,$(LIB_SRCS)) saver/exports.map
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")

@@ -55,4 +55,23 @@ int _msv_render_perfetto(const json_t *report, FILE *out);
 json_t *_msv_report_diff(const json_t *a, const json_t *b);
 int _msv_render_diff_text(const json_t *diff, FILE *out);
 
+/* Added helpers shared by the analyzer's files and the CLI. */
+const char *_msv_rec_type_name(unsigned type);     /* "alloc", "phase", ... */
+const char *_msv_meta_key_name(unsigned key);      /* "cmdline", ... */
+const char *_msv_driver_cause_name(unsigned cause);/* "context", "modules", ... */
+json_t *_msv_flags_json(unsigned flags);           /* ["wrapped", ...] */
+json_t *_msv_mask_json(uint64_t mask);             /* ["weights", ...] */
+/* "1.50 GiB", "12.0 MiB", "512 B"; negative values keep their sign. */
+const char *_msv_fmt_bytes(long long bytes, char *buf, size_t len);
+/* The key a source is merged and diffed by: "category:kv (excluded from
+ * this pause)" for category sources, the source name otherwise.  Returns
+ * buf. */
+const char *_msv_source_key(const json_t *source, char *buf, size_t len);
+/* Parse a report file, then _msv_report_check it.  Returns a new reference
+ * or NULL with the reason in err. */
+/* Sort sources largest first (ties by key) and set share_of_unreclaimed
+ * and share_of_footprint (null when the whole is 0). */
+void _msv_sources_finish(json_t *sources, long long unreclaimed, long long footprint);
+json_t *_msv_report_load(const char *path, char *err, size_t errlen);
+
 #endif

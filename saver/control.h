@@ -24,14 +24,25 @@
 
 #define MSV_CONTROL_MAX_REQUEST 65536
 
-/* Start the server thread (idempotent).  Returns 0 or a negative errno; on
- * failure the process goes on without a control socket (logged once). */
+/* Start the server thread (idempotent per process: a fork child may and
+ * should call it again for its own pid).  Returns 0, also when
+ * MEMSAVER_CONTROL=0 makes it a no-op, or a negative errno (-EPERM: an
+ * unsafe directory, -EINVAL: a bad session, -EADDRINUSE: the path is served
+ * by someone else); on failure the process goes on without a control socket
+ * and the log says why. */
 int _msv_control_start(void);
-/* Stop the server and unlink the socket (at exit; idempotent). */
+/* Stop the server and unlink the socket (at exit; idempotent).  Does
+ * nothing in a forked child that never started its own server.  Does not
+ * wait for a request in progress. */
 void _msv_control_stop(void);
-/* The socket path of process pid in session (NULL = this process's). */
+/* The socket path of process pid (<= 0: this process) in session (NULL:
+ * MEMSAVER_SESSION, else "default").  Returns 0, -EINVAL for a session that
+ * is not one path component, -ENAMETOOLONG when it does not fit len (a
+ * socket path must fit sockaddr_un: 107 bytes).  Needs no CUDA
+ * (saver/control_path.c, linked into the CLI too). */
 int _msv_control_path(const char *session, int pid, char *out, size_t len);
-/* The directory holding the sessions' sockets. */
+/* The directory holding the sessions' directories, without a trailing
+ * slash.  Neither function creates anything. */
 int _msv_control_dir(char *out, size_t len);
 
 #endif

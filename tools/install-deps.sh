@@ -6,6 +6,7 @@ need=()
 have_hdr() { [ -e "/usr/include/$1" ] || [ -e "/usr/include/x86_64-linux-gnu/$1" ]; }
 have_hdr check.h || need+=(check)
 have_hdr jansson.h || need+=(libjansson-dev)
+have_hdr uthash.h || need+=(uthash-dev)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 [ -e /usr/lib/x86_64-linux-gnu/libsubunit.so ] || [ -e /usr/lib/x86_64-linux-gnu/libsubunit.a ] || need+=(libsubunit-dev)
 if [ "${MSV_WANT_CHROMIUM:-0}" = 1 ]; then

@@ -42,4 +42,21 @@ uint16_t _msv_classify_rule_code(enum msv_reason reason, int rule);
 /* Human-readable form of a rule code: "rule 3", "default: capturing", ... */
 const char *_msv_classify_rule_text(uint16_t code, char *buf, size_t len);
 
+/* Added by the classifier (nothing above changed). */
+
+/* Rule codes in text: "rule N" names the 0-based index N, the "index" of the
+ * rule in the effective policy (_msv_policy_to_json); code 0 reads "default". */
+
+/* Whether every condition of the rule holds for the site.  Globs match with
+ * fnmatch(3), flags 0, byte-wise (C locale): '*' also matches '/'. */
+int _msv_rule_matches(const struct msv_rule *r, const struct msv_site *s);
+
+/* The built-in defaults tried after the policy's rules, in order; the last
+ * one matches everything (other).  Static table; *n gets its length. */
+struct msv_default_rule {
+	struct msv_rule rule;
+	enum msv_reason reason;
+};
+const struct msv_default_rule *_msv_classify_defaults(size_t *n);
+
 #endif

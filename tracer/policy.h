@@ -51,4 +51,34 @@ int _msv_policy_wraps_any(const struct msv_policy *p);
  * "actions":{every category},"context":"trim"}.  New reference. */
 json_t *_msv_policy_to_json(const struct msv_policy *p);
 
+/* Added by the policy parser (nothing above changed). */
+
+/* A file with more rules is refused: rule codes in the trace are 15 bits. */
+#define MSV_POLICY_MAX_RULES 4096
+
+/* The rule's "description" from the file, or NULL.  Owned by the policy. */
+const char *_msv_policy_rule_description(const struct msv_policy *p, size_t i);
+/* The "match" object of a rule, keys in canonical order (nvtx, python,
+ * library, capturing, min_bytes, max_bytes; unset ones left out).  New
+ * reference, NULL when out of memory. */
+json_t *_msv_rule_match_json(const struct msv_rule *r);
+/* Syntax check of a glob as fnmatch(3) reads it with flags 0: NULL when
+ * fine, else a reason (a static string or one written to why).  Refuses the
+ * empty pattern, a trailing backslash, an unclosed '[' and unknown
+ * [:class:] names, which fnmatch would silently treat as literals. */
+const char *_msv_glob_check(const char *glob, char *why, size_t len);
+
+/* Fast rejection for the classifier, computed at load from each glob of a
+ * rule: the literal text every match must start with (prefix), end with
+ * (suffix) and contain (needle, the longest literal run), each NULL when the
+ * glob has none.  Owned by the policy; NULL for a policy without rules. */
+struct msv_glob_hint {
+	const char *prefix, *suffix, *needle;
+	size_t prefix_len, suffix_len;
+};
+struct msv_rule_hint {
+	struct msv_glob_hint nvtx, python, library;
+};
+const struct msv_rule_hint *_msv_policy_rule_hints(const struct msv_policy *p);
+
 #endif

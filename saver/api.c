@@ -1,0 +1,244 @@
+/* The public C API (include/memsaver.h), the status the control socket
+ * reports, and the saver's part of the process lifecycle: control socket
+ * at start, report at exit. */
+#include "memsaver.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "analyzer/analyzer.h"
+#include "control.h"
+#include "pause.h"
+#include "regions.h"
+#include "status.h"
+#include "tracer/driver.h"
+#include "tracer/log.h"
+#include "tracer/options.h"
+#include "tracer/thread.h"
+#include "tracer/tracer.h"
+
+#define MSV_API __attribute__((visibility("default")))
+
+static __thread char last_error[1024];
+
+static int fail(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(int rc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	va_end(ap);
+	MSV_WARN("%s", last_error);
+	return rc;
+}
+
+MSV_API const char *msv_last_error(void)
+{
+	return last_error;
+}
+
+static int ready(const char *what)
+{
+	last_error[0] = '\0';
+	if (!_msv_tracer_active())
+		return fail(-ENODEV, "%s: memsaver is not active in this process (not started under `memsaver "
+				     "run`, no CUDA yet, or disabled by a bad policy)", what);
+	return 0;
+}
+
+/* The categories a pause or resume acts on: those named, or every category
+ * the policy wraps. */
+static int mask_of(const char *what, const char *cats, unsigned *mask)
+{
+	char bad[64];
+	if (_msv_category_mask_parse(cats, mask, bad, sizeof(bad)) != 0)
+		return fail(-EINVAL, "%s: unknown category \"%s\" (expected a comma-separated list of weights, "
+				     "kv, graph, workspace, comm, other)", what, bad);
+	unsigned wrapped = 0;
+	for (int c = 0; c < MSV_CAT_COUNT; c++)
+		if (_msv_policy_action(_msv_tracer_policy(), c) != MSV_ACT_KEEP)
+			wrapped |= 1u << c;
+	if (cats && *cats && (*mask & ~wrapped))
+		MSV_WARN("%s: some of \"%s\" have action keep in the policy and are never released", what, cats);
+	*mask &= wrapped;
+	return 0;
+}
+
+MSV_API int msv_pause(const char *categories)
+{
+	unsigned mask;
+	int rc = ready("msv_pause");
+	if (rc == 0)
+		rc = mask_of("msv_pause", categories, &mask);
+	if (rc == 0)
+		rc = _msv_saver_pause(mask, last_error, sizeof(last_error));
+	if (rc == 0 && *_msv_options()->report)
+		msv_report_write(NULL);
+	return rc;
+}
+
+MSV_API int msv_resume(const char *categories)
+{
+	unsigned mask;
+	int rc = ready("msv_resume");
+	if (rc == 0)
+		rc = mask_of("msv_resume", categories, &mask);
+	if (rc == 0)
+		rc = _msv_saver_resume(mask, last_error, sizeof(last_error));
+	if (rc == 0 && *_msv_options()->report)
+		msv_report_write(NULL);
+	return rc;
+}
+
+MSV_API int msv_snapshot(const char *label)
+{
+	int rc = ready("msv_snapshot");
+	if (rc)
+		return rc;
+	if (!label || !*label)
+		return fail(-EINVAL, "msv_snapshot: a label is required");
+	_msv_tracer_phase(label);
+	return 0;
+}
+
+MSV_API int msv_region_begin(const char *category)
+{
+	int cat = _msv_category_parse(category);
+	if (cat < 0)
+		return fail(-EINVAL, "msv_region_begin: unknown category \"%s\" (expected weights, kv, graph, "
+				     "workspace, comm or other)", category ? category : "(null)");
+	struct msv_tls *t = _msv_tls();
+	if (t->region1)
+		return fail(-EAGAIN, "msv_region_begin: a region (%s) is already open on this thread; regions "
+				     "do not nest", _msv_category_name(t->region1 - 1));
+	t->region1 = cat + 1;
+	return 0;
+}
+
+MSV_API int msv_region_end(void)
+{
+	struct msv_tls *t = _msv_tls();
+	if (!t->region1)
+		return fail(-EAGAIN, "msv_region_end: no region is open on this thread");
+	t->region1 = 0;
+	return 0;
+}
+
+/* The live report: the analyzer run over the very bytes of the trace. */
+static json_t *live_report(char *err, size_t errlen)
+{
+	void *buf;
+	size_t len;
+	struct msv_trace *t = NULL;
+	if (_msv_trace_copy(_msv_tracer_log(), &buf, &len) != 0) {
+		snprintf(err, errlen, "out of memory copying the event log");
+		return NULL;
+	}
+	int rc = _msv_trace_parse(buf, len, "live", &t, err, errlen);
+	free(buf);
+	if (rc != 0)
+		return NULL;
+	json_t *rep = _msv_report_build(t);
+	_msv_trace_free(t);
+	if (!rep)
+		snprintf(err, errlen, "out of memory building the report");
+	return rep;
+}
+
+MSV_API int msv_report_write(const char *path)
+{
+	int rc = ready("msv_report_write");
+	if (rc)
+		return rc;
+	char exp[4096], tmp[4200], err[512];
+	const char *tmpl = path && *path ? path : _msv_options()->report;
+	if (!*tmpl)
+		return fail(-EINVAL, "msv_report_write: no path given and MEMSAVER_REPORT is not set");
+	if (_msv_expand_path(tmpl, getpid(), exp, sizeof(exp)) != 0)
+		return fail(-ENAMETOOLONG, "msv_report_write: path too long: %s", tmpl);
+	json_t *rep = live_report(err, sizeof(err));
+	if (!rep)
+		return fail(-EIO, "msv_report_write: %s", err);
+	/* Write then rename: a reader never sees half a report. */
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", exp, (int)getpid());
+	rc = json_dump_file(rep, tmp, JSON_INDENT(2) | JSON_SORT_KEYS);
+	json_decref(rep);
+	if (rc != 0 || rename(tmp, exp) != 0) {
+		int e = errno;
+		unlink(tmp);
+		return fail(-EIO, "msv_report_write: cannot write %s: %s", exp, strerror(e));
+	}
+	return 0;
+}
+
+json_t *_msv_status_json(void)
+{
+	struct {
+		uint64_t wrapped, resident, released, passthrough;
+		unsigned count;
+	} c[MSV_CAT_COUNT];
+	memset(c, 0, sizeof(c));
+	_msv_regions_lock();
+	struct msv_region *r, *tmp;
+	HASH_ITER(hh, _msv_regions_all(), r, tmp) {
+		c[r->cat].count++;
+		if (!r->wrapped)
+			c[r->cat].passthrough += r->size;
+		else if (r->resident)
+			c[r->cat].wrapped += r->mapped, c[r->cat].resident += r->mapped;
+		else
+			c[r->cat].wrapped += r->mapped, c[r->cat].released += r->mapped;
+	}
+	_msv_regions_unlock();
+	unsigned paused = _msv_saver_paused();
+	json_t *cats = json_object(), *plist = json_array();
+	for (int i = 0; i < MSV_CAT_COUNT; i++) {
+		json_object_set_new(cats, _msv_category_name(i),
+				    json_pack("{s:I,s:I,s:I,s:I,s:i,s:s,s:s}", "wrapped_bytes", (json_int_t)c[i].wrapped,
+					      "resident_bytes", (json_int_t)c[i].resident, "released_bytes",
+					      (json_int_t)c[i].released, "passthrough_bytes",
+					      (json_int_t)c[i].passthrough, "count", (int)c[i].count, "action",
+					      _msv_action_name(_msv_policy_action(_msv_tracer_policy(), i)), "state",
+					      (paused & (1u << i)) ? "paused" : "resident"));
+		if (paused & (1u << i))
+			json_array_append_new(plist, json_string(_msv_category_name(i)));
+	}
+	struct msv_timing p, s;
+	_msv_saver_last(&p, &s);
+	json_t *st = json_pack("{s:i,s:s,s:o,s:o,s:b,s:b}", "pid", (int)getpid(), "session",
+			       _msv_options()->session[0] ? _msv_options()->session : "default", "paused", plist,
+			       "categories", cats, "active", _msv_tracer_active(), "redirect",
+			       _msv_options()->redirect);
+	json_t *lp = p.valid ? json_pack("{s:f,s:I,s:I,s:b}", "ms", p.dur_ns / 1e6, "released_bytes",
+					 (json_int_t)p.bytes, "backup_bytes", (json_int_t)p.copy_bytes, "ok", p.ok)
+			     : json_null();
+	json_t *lr = s.valid ? json_pack("{s:f,s:I,s:I,s:b}", "ms", s.dur_ns / 1e6, "restored_bytes",
+					 (json_int_t)s.bytes, "restore_bytes", (json_int_t)s.copy_bytes, "ok", s.ok)
+			     : json_null();
+	json_object_set_new(st, "last_pause", lp);
+	json_object_set_new(st, "last_resume", lr);
+	return st;
+}
+
+static void on_ready(void)
+{
+	if (_msv_options()->control)
+		_msv_control_start();
+}
+
+static void on_exit_hook(void)
+{
+	if (*_msv_options()->report && msv_report_write(NULL) != 0)
+		MSV_ERROR("the report at exit was not written: %s", last_error);
+	_msv_control_stop();
+}
+
+__attribute__((constructor)) static void api_init(void)
+{
+	_msv_ready_hook = on_ready;
+	_msv_exit_hook = on_exit_hook;
+}

@@ -1,0 +1,23 @@
+/* Bulk copies between device regions and host backups: chunked
+ * asynchronous copies spread over several streams per context, so the
+ * copy engines of both directions stay busy.  Host buffers are pinned
+ * (cuMemHostAlloc), allocated on the first pause of a region and kept for
+ * the next one; when pinning fails the copy falls back to pageable memory.
+ * Called with the regions lock held, from the pause/resume thread only. */
+#ifndef MSV_COPY_H
+#define MSV_COPY_H
+
+#include <cuda.h>
+#include <stddef.h>
+
+#include "regions.h"
+
+/* Device -> host for every region in list (backup buffers allocated as
+ * needed), then wait.  0 or the first failing CUresult. */
+CUresult _msv_copy_out(struct msv_region **list, size_t n);
+/* Host -> device from each region's backup, then wait. */
+CUresult _msv_copy_in(struct msv_region **list, size_t n);
+/* Zero-fill the regions, then wait. */
+CUresult _msv_copy_zero(struct msv_region **list, size_t n);
+
+#endif

@@ -1,0 +1,344 @@
+/* The wrappers handed out instead of the driver's own entry points.  The
+ * allocation path is here: classify (tracer), then redirect into a
+ * releasable region (saver/regions.c) or pass through.  Every real call is
+ * bracketed with the busy count so the CUPTI subscriber does not record it
+ * a second time. */
+#include <cuda.h>
+#include <string.h>
+
+#include "hooks.h"
+#include "regions.h"
+#include "tracer/driver.h"
+#include "tracer/events.h"
+#include "tracer/log.h"
+#include "tracer/options.h"
+#include "tracer/thread.h"
+#include "tracer/trace_format.h"
+#include "tracer/tracer.h"
+
+#define REAL(sym) static __typeof__(&sym) real_##sym
+/* cuda.h declares the _ptsz forms only under CUDA_API_PER_THREAD_DEFAULT_STREAM. */
+#define REAL_AS(sym, as) static __typeof__(&as) real_##sym
+REAL(cuInit);
+REAL(cuGetProcAddress_v2);
+REAL(cuMemAlloc_v2);
+REAL(cuMemFree_v2);
+REAL(cuMemAllocPitch_v2);
+REAL(cuMemAllocAsync);
+REAL_AS(cuMemAllocAsync_ptsz, cuMemAllocAsync);
+REAL(cuMemFreeAsync);
+REAL_AS(cuMemFreeAsync_ptsz, cuMemFreeAsync);
+REAL(cuMemGetAddressRange_v2);
+REAL(cuPointerGetAttribute);
+REAL(cuIpcGetMemHandle);
+REAL(cuStreamBeginCapture_v2);
+REAL_AS(cuStreamBeginCapture_v2_ptsz, cuStreamBeginCapture_v2);
+REAL(cuStreamEndCapture);
+REAL_AS(cuStreamEndCapture_ptsz, cuStreamEndCapture);
+REAL(cuGraphInstantiateWithFlags);
+REAL(cuDevicePrimaryCtxRetain);
+REAL(cuMemCreate);
+REAL(cuMemRelease);
+REAL(cuMemMap);
+REAL(cuMemUnmap);
+static CUresult (*real_cuGetProcAddress_v1)(const char *, void **, int, cuuint64_t);
+
+#define CALL(expr)                    \
+	({                            \
+		MSV_BUSY_BEGIN();     \
+		CUresult r_ = (expr); \
+		MSV_BUSY_END();       \
+		r_;                   \
+	})
+
+/* Whether memsaver acts on this process: tracer up and the real pointer known. */
+#define READY(fn) (real_##fn && _msv_tracer_active())
+
+static CUresult w_cuInit(unsigned flags)
+{
+	/* Before the real cuInit: the tracer and the baseline reading (NVML,
+	 * no context yet).  InitializeInjection runs inside the real call. */
+	_msv_driver_load();
+	if (_msv_tracer_init() == 0)
+		_msv_tracer_baseline();
+	return real_cuInit ? real_cuInit(flags) : CUDA_ERROR_NOT_INITIALIZED;
+}
+
+static int stream_capturing(CUstream s)
+{
+	const struct msv_driver *d = _msv_drv();
+	CUstreamCaptureStatus st = CU_STREAM_CAPTURE_STATUS_NONE;
+	if (!s || !d || !d->cuStreamGetCaptureInfo)
+		return 0;
+	return CALL(d->cuStreamGetCaptureInfo(s, &st, NULL, NULL, NULL, NULL, NULL)) == CUDA_SUCCESS &&
+	       st == CU_STREAM_CAPTURE_STATUS_ACTIVE;
+}
+
+/* The allocation path: classify, then redirect or pass through. */
+static CUresult w_cuMemAlloc_v2(CUdeviceptr *dptr, size_t size)
+{
+	if (!READY(cuMemAlloc_v2))
+		return real_cuMemAlloc_v2 ? real_cuMemAlloc_v2(dptr, size) : CUDA_ERROR_NOT_INITIALIZED;
+	struct msv_decision d;
+	_msv_tracer_decide(size, 0, &d);
+	uint8_t flags = 0;
+	if (_msv_options()->redirect && _msv_policy_action(_msv_tracer_policy(), d.cat) != MSV_ACT_KEEP &&
+	    dptr && size) {
+		size_t mapped = 0;
+		CUresult r = _msv_region_create(size, d.cat, dptr, &mapped);
+		if (r == CUDA_SUCCESS) {
+			_msv_tracer_alloc(&d, MSV_API_MEM_ALLOC, *dptr, size, mapped, 0, MSV_F_WRAPPED);
+			return CUDA_SUCCESS;
+		}
+		/* Fall back to a plain allocation: the engine keeps working and
+		 * the report names the bytes that stay resident because of it. */
+		MSV_WARN("could not wrap %zu bytes of %s: %s; allocating them with cuMemAlloc", size,
+			 _msv_category_name(d.cat), _msv_cu_error(r));
+		struct msv_rec wf = {.type = MSV_REC_WRAP_FAIL, .category = (uint8_t)d.cat, .size = size, .aux = r};
+		_msv_tracer_record(&wf);
+		flags = MSV_F_WRAP_FAILED;
+	}
+	CUresult r = CALL(real_cuMemAlloc_v2(dptr, size));
+	if (r == CUDA_SUCCESS) {
+		_msv_tracer_alloc(&d, MSV_API_MEM_ALLOC, *dptr, size, 0, 0, flags);
+		_msv_regions_note(*dptr, size, d.cat);
+	}
+	return r;
+}
+
+static CUresult w_cuMemFree_v2(CUdeviceptr p)
+{
+	if (!real_cuMemFree_v2)
+		return CUDA_ERROR_NOT_INITIALIZED;
+	struct msv_region *r = p ? _msv_regions_take(p) : NULL;
+	if (!r)
+		return real_cuMemFree_v2(p);
+	if (!r->wrapped) {
+		CUresult rc = CALL(real_cuMemFree_v2(p));
+		_msv_tracer_free(MSV_API_MEM_FREE, p, r->size, r->cat);
+		_msv_region_destroy(r);
+		return rc;
+	}
+	/* cuMemFree waits for the device; so does a free of a wrapped region,
+	 * or a kernel still using it would read unmapped memory. */
+	const struct msv_driver *d = _msv_drv();
+	if (r->resident)
+		CALL(d->cuCtxSynchronize());
+	size_t size = r->size;
+	int cat = r->cat;
+	CUresult rc = _msv_region_destroy(r);
+	if (rc != CUDA_SUCCESS)
+		MSV_WARN("releasing a wrapped region at 0x%llx failed: %s", (unsigned long long)p, _msv_cu_error(rc));
+	_msv_tracer_free(MSV_API_MEM_FREE, p, size, cat);
+	return CUDA_SUCCESS;
+}
+
+static CUresult w_cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch, size_t w, size_t h, unsigned el)
+{
+	CUresult r = CALL(real_cuMemAllocPitch_v2(dptr, pitch, w, h, el));
+	if (r == CUDA_SUCCESS)
+		_msv_ev_alloc(r, MSV_API_MEM_ALLOC_PITCH, *dptr, *pitch * h, NULL, 0);
+	return r;
+}
+
+/* Stream-ordered allocations live in the driver's pools: observed, not
+ * redirected. */
+#define ALLOC_ASYNC(fn)                                                                    \
+	static CUresult w_##fn(CUdeviceptr *dptr, size_t size, CUstream s)                 \
+	{                                                                                  \
+		CUresult r = CALL(real_##fn(dptr, size, s));                               \
+		if (r == CUDA_SUCCESS)                                                     \
+			_msv_ev_alloc(r, MSV_API_MEM_ALLOC_ASYNC, *dptr, size, s,          \
+				      stream_capturing(s) ? MSV_F_CAPTURING : 0);          \
+		return r;                                                                  \
+	}                                                                                  \
+	static CUresult w_##fn(CUdeviceptr *, size_t, CUstream)
+ALLOC_ASYNC(cuMemAllocAsync);
+ALLOC_ASYNC(cuMemAllocAsync_ptsz);
+
+#define FREE_ASYNC(fn)                                                      \
+	static CUresult w_##fn(CUdeviceptr p, CUstream s)                   \
+	{                                                                   \
+		CUresult r = CALL(real_##fn(p, s));                         \
+		_msv_ev_free(r, MSV_API_MEM_FREE_ASYNC, p);                 \
+		return r;                                                   \
+	}                                                                   \
+	static CUresult w_##fn(CUdeviceptr, CUstream)
+FREE_ASYNC(cuMemFreeAsync);
+FREE_ASYNC(cuMemFreeAsync_ptsz);
+
+/* Wrapped memory must look like cuMemAlloc memory to the engine. */
+static CUresult w_cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size, CUdeviceptr p)
+{
+	_msv_regions_lock();
+	struct msv_region *r = _msv_regions_find(p);
+	if (r) {
+		if (base)
+			*base = r->va;
+		if (size)
+			*size = r->size;
+	}
+	_msv_regions_unlock();
+	return r ? CUDA_SUCCESS : real_cuMemGetAddressRange_v2(base, size, p);
+}
+
+static CUresult w_cuPointerGetAttribute(void *data, CUpointer_attribute attr, CUdeviceptr p)
+{
+	CUresult rc = real_cuPointerGetAttribute(data, attr, p);
+	if (rc != CUDA_SUCCESS || !data)
+		return rc;
+	_msv_regions_lock();
+	struct msv_region *r = _msv_regions_find(p);
+	if (r) {
+		if (attr == CU_POINTER_ATTRIBUTE_RANGE_START_ADDR)
+			*(CUdeviceptr *)data = r->va;
+		else if (attr == CU_POINTER_ATTRIBUTE_RANGE_SIZE)
+			*(size_t *)data = r->size;
+		else if (attr == CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE)
+			*(int *)data = 0;
+	}
+	_msv_regions_unlock();
+	return rc;
+}
+
+static CUresult w_cuIpcGetMemHandle(CUipcMemHandle *h, CUdeviceptr p)
+{
+	_msv_regions_lock();
+	struct msv_region *r = _msv_regions_find(p);
+	int cat = r ? (int)r->cat : -1;
+	_msv_regions_unlock();
+	if (cat >= 0) {
+		MSV_ERROR("cuIpcGetMemHandle on memory memsaver wrapped (category %s): legacy CUDA IPC cannot "
+			  "share VMM memory; set \"actions\": {\"%s\": \"keep\"} in the policy for this process",
+			  _msv_category_name(cat), _msv_category_name(cat));
+		return CUDA_ERROR_INVALID_VALUE;
+	}
+	return real_cuIpcGetMemHandle(h, p);
+}
+
+#define BEGIN_CAPTURE(fn)                                                 \
+	static CUresult w_##fn(CUstream s, CUstreamCaptureMode mode)      \
+	{                                                                 \
+		CUresult r = CALL(real_##fn(s, mode));                    \
+		_msv_ev_capture_begin(r);                                 \
+		return r;                                                 \
+	}                                                                 \
+	static CUresult w_##fn(CUstream, CUstreamCaptureMode)
+BEGIN_CAPTURE(cuStreamBeginCapture_v2);
+BEGIN_CAPTURE(cuStreamBeginCapture_v2_ptsz);
+
+#define END_CAPTURE(fn)                                          \
+	static CUresult w_##fn(CUstream s, CUgraph *g)           \
+	{                                                        \
+		CUresult r = CALL(real_##fn(s, g));              \
+		_msv_ev_capture_end(r);                          \
+		return r;                                        \
+	}                                                        \
+	static CUresult w_##fn(CUstream, CUgraph *)
+END_CAPTURE(cuStreamEndCapture);
+END_CAPTURE(cuStreamEndCapture_ptsz);
+
+static CUresult w_cuGraphInstantiateWithFlags(CUgraphExec *e, CUgraph g, unsigned long long flags)
+{
+	_msv_ev_measure_before();
+	CUresult r = CALL(real_cuGraphInstantiateWithFlags(e, g, flags));
+	_msv_ev_measure_after(r, MSV_DRV_GRAPH_EXEC);
+	return r;
+}
+
+static CUresult w_cuDevicePrimaryCtxRetain(CUcontext *ctx, CUdevice dev)
+{
+	CUresult r = CALL(real_cuDevicePrimaryCtxRetain(ctx, dev));
+	if (r == CUDA_SUCCESS && ctx)
+		_msv_ev_context(r, *ctx);
+	return r;
+}
+
+static CUresult w_cuMemCreate(CUmemGenericAllocationHandle *h, size_t size, const CUmemAllocationProp *prop,
+			      unsigned long long flags)
+{
+	CUresult r = CALL(real_cuMemCreate(h, size, prop, flags));
+	if (r == CUDA_SUCCESS)
+		_msv_ev_vmm_create(r, *h, size);
+	return r;
+}
+
+static CUresult w_cuMemRelease(CUmemGenericAllocationHandle h)
+{
+	CUresult r = CALL(real_cuMemRelease(h));
+	_msv_ev_vmm_release(r, h);
+	return r;
+}
+
+static CUresult w_cuMemMap(CUdeviceptr va, size_t size, size_t off, CUmemGenericAllocationHandle h,
+			   unsigned long long flags)
+{
+	CUresult r = CALL(real_cuMemMap(va, size, off, h, flags));
+	_msv_ev_vmm_map(r, va, size, h);
+	return r;
+}
+
+static CUresult w_cuMemUnmap(CUdeviceptr va, size_t size)
+{
+	CUresult r = CALL(real_cuMemUnmap(va, size));
+	_msv_ev_vmm_unmap(r, va, size);
+	return r;
+}
+
+/* cuGetProcAddress itself: the driver's answer, with our wrapper swapped
+ * in for the entry points we hook. */
+static void *swap(const char *name, void *pfn, int version, cuuint64_t flags)
+{
+	const struct msv_hook *h = _msv_hook_for_proc(name, version, flags);
+	if (!h || !pfn)
+		return pfn;
+	if (!*h->real)
+		*h->real = pfn;
+	return h->wrapper;
+}
+
+static CUresult w_cuGetProcAddress_v2(const char *name, void **pfn, int version, cuuint64_t flags,
+				      CUdriverProcAddressQueryResult *status)
+{
+	CUresult r = real_cuGetProcAddress_v2(name, pfn, version, flags, status);
+	if (r == CUDA_SUCCESS && pfn && name)
+		*pfn = swap(name, *pfn, version, flags);
+	return r;
+}
+
+static CUresult w_cuGetProcAddress_v1(const char *name, void **pfn, int version, cuuint64_t flags)
+{
+	CUresult r = real_cuGetProcAddress_v1(name, pfn, version, flags);
+	if (r == CUDA_SUCCESS && pfn && name)
+		*pfn = swap(name, *pfn, version, flags);
+	return r;
+}
+
+#define HOOK(name, sym, ptsz, ver) {name, #sym, ptsz, ver, (void *)w_##sym, (void **)&real_##sym}
+const struct msv_hook _msv_hooks[] = {
+	HOOK("cuGetProcAddress", cuGetProcAddress_v2, 0, 12000),
+	{"cuGetProcAddress", "cuGetProcAddress", 0, 11030, (void *)w_cuGetProcAddress_v1,
+	 (void **)&real_cuGetProcAddress_v1},
+	HOOK("cuInit", cuInit, 0, 2000),
+	HOOK("cuMemAlloc", cuMemAlloc_v2, 0, 3020),
+	HOOK("cuMemFree", cuMemFree_v2, 0, 3020),
+	HOOK("cuMemAllocPitch", cuMemAllocPitch_v2, 0, 3020),
+	HOOK("cuMemAllocAsync", cuMemAllocAsync, 0, 11020),
+	HOOK("cuMemAllocAsync", cuMemAllocAsync_ptsz, 1, 11020),
+	HOOK("cuMemFreeAsync", cuMemFreeAsync, 0, 11020),
+	HOOK("cuMemFreeAsync", cuMemFreeAsync_ptsz, 1, 11020),
+	HOOK("cuMemGetAddressRange", cuMemGetAddressRange_v2, 0, 3020),
+	HOOK("cuPointerGetAttribute", cuPointerGetAttribute, 0, 4000),
+	HOOK("cuIpcGetMemHandle", cuIpcGetMemHandle, 0, 4010),
+	HOOK("cuStreamBeginCapture", cuStreamBeginCapture_v2, 0, 10010),
+	HOOK("cuStreamBeginCapture", cuStreamBeginCapture_v2_ptsz, 1, 10010),
+	HOOK("cuStreamEndCapture", cuStreamEndCapture, 0, 10000),
+	HOOK("cuStreamEndCapture", cuStreamEndCapture_ptsz, 1, 10000),
+	HOOK("cuGraphInstantiateWithFlags", cuGraphInstantiateWithFlags, 0, 11040),
+	HOOK("cuDevicePrimaryCtxRetain", cuDevicePrimaryCtxRetain, 0, 7000),
+	HOOK("cuMemCreate", cuMemCreate, 0, 10020),
+	HOOK("cuMemRelease", cuMemRelease, 0, 10020),
+	HOOK("cuMemMap", cuMemMap, 0, 10020),
+	HOOK("cuMemUnmap", cuMemUnmap, 0, 10020),
+};
+const unsigned _msv_n_hooks = sizeof(_msv_hooks) / sizeof(_msv_hooks[0]);

@@ -1,0 +1,662 @@
+/* memsaver ctl: talk to the control socket of running engines.
+ *
+ * Target resolution is kept in small functions (ctl_scan, ctl_probe,
+ * ctl_resolve) so that tests/unit/test_control.c can drive them against a
+ * real server in a temporary directory. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "saver/control.h"
+#include "tools/memsaver/commands.h"
+#include "tracer/categories.h"
+#include "tracer/options.h"
+
+#define CTL_SLOW_TIMEOUT_MS (600 * 1000) /* pause/resume: backups of tens of GiB */
+#define CTL_FAST_TIMEOUT_MS (10 * 1000)
+
+static const char ctl_usage[] =
+	"usage: memsaver ctl [--pid PID | --socket PATH | --all [--session ID]] COMMAND [ARGS]\n"
+	"\n"
+	"Send a command to the control socket of engines running under `memsaver run`.\n"
+	"\n"
+	"Target (default: the only live memsaver process of this user; with several,\n"
+	"they are listed and nothing is sent):\n"
+	"  -p, --pid PID         the process with this pid (searched in every session)\n"
+	"  -s, --socket PATH     this socket file\n"
+	"  -a, --all             every process of one session: --session ID, else\n"
+	"                        $MEMSAVER_SESSION, else the newest session\n"
+	"  -S, --session ID      restrict the search to this session\n"
+	"  -t, --timeout SEC     wait this long for each reply (default: 600 for\n"
+	"                        pause/resume, which may back up tens of GiB; 10 otherwise)\n"
+	"  -h, --help            this text\n"
+	"\n"
+	"Commands:\n"
+	"  pause [--tags kv,graph]   release the listed categories (default: every\n"
+	"                            category the policy wraps)\n"
+	"  resume [--tags kv,graph]  map them again at the same addresses\n"
+	"  status                    print the process's status as JSON\n"
+	"  snapshot LABEL            record a phase marker with a memory reading\n"
+	"  report [-o FILE]          write the attribution report JSON to FILE (%p is\n"
+	"                            replaced by the pid) or to stdout\n"
+	"Categories: weights, kv, graph, workspace, comm, other.\n"
+	"\n"
+	"Sockets: <dir>/<session>/memsaver-<pid>.sock, dir = $MEMSAVER_SOCKET_DIR, else\n"
+	"$XDG_RUNTIME_DIR/memsaver, else /tmp/memsaver-<uid>.  Sockets of processes that\n"
+	"are gone are skipped with a note and removed.  With --all, status prints one\n"
+	"JSON object keyed by pid, and so does report unless FILE contains %p.\n"
+	"\n"
+	"Overhead: none while idle (one sleeping thread per engine).  The engine serves\n"
+	"one request at a time; pause/resume cost what the backup and restore cost.\n"
+	"\n"
+	"Exit status: 0 success, 1 the operation failed in some process, 2 bad usage\n"
+	"or no unique target.\n"
+	"\n"
+	"Example:\n"
+	"  $ memsaver ctl pause --tags kv,graph\n"
+	"  pid 4242: paused kv,graph (812 ms)\n"
+	"  $ memsaver ctl --all resume\n"
+	"  pid 4242: resumed all wrapped categories (905 ms)\n"
+	"  pid 4243: resumed all wrapped categories (899 ms)\n"
+	"  $ memsaver ctl\n"
+	"  memsaver ctl: 2 memsaver processes are running; choose one with --pid or --all:\n"
+	"    pid 4242  session 20240611-101500-4240  python -m sglang.launch_server ...\n"
+	"    pid 4243  session 20240611-101500-4240  python -m sglang.launch_server ...\n";
+
+struct ctl_target {
+	int pid;
+	char session[64];
+	char path[PATH_MAX];
+	long long mtime; /* of the session directory, for "the newest session" */
+};
+
+struct ctl_list {
+	struct ctl_target *v;
+	size_t n, cap;
+};
+
+static void ctl_list_free(struct ctl_list *l)
+{
+	free(l->v);
+	l->v = NULL;
+	l->n = l->cap = 0;
+}
+
+static int ctl_list_add(struct ctl_list *l, const struct ctl_target *t)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strcmp(l->v[i].path, t->path) == 0)
+			return 0;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 16;
+		struct ctl_target *v = realloc(l->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n++] = *t;
+	return 0;
+}
+
+/* The socket directories to search: the one this environment names, plus the
+ * /tmp fallback when the engine may have run without XDG_RUNTIME_DIR (a
+ * container, nohup from cron) while we run with it. */
+static int ctl_bases(char bases[2][PATH_MAX])
+{
+	int n = 0;
+	if (_msv_control_dir(bases[0], PATH_MAX) == 0)
+		n++;
+	if (!_msv_options()->socket_dir[0]) {
+		snprintf(bases[n], PATH_MAX, "/tmp/memsaver-%u", (unsigned)geteuid());
+		if (n == 0 || strcmp(bases[0], bases[1]) != 0)
+			n++;
+	}
+	return n;
+}
+
+/* Add every memsaver-<pid>.sock under base/<session> (session NULL: every
+ * session) to l, live or not. */
+static int ctl_scan(const char *base, const char *session, struct ctl_list *l)
+{
+	DIR *d = opendir(base);
+	struct dirent *e;
+	int rc = 0;
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while (rc == 0 && (e = readdir(d)) != NULL) {
+		char sdir[PATH_MAX];
+		struct stat st;
+		if (e->d_name[0] == '.' || strlen(e->d_name) >= sizeof(((struct ctl_target *)0)->session))
+			continue;
+		if (session && strcmp(session, e->d_name) != 0)
+			continue;
+		if (snprintf(sdir, sizeof(sdir), "%s/%s", base, e->d_name) >= (int)sizeof(sdir))
+			continue;
+		if (lstat(sdir, &st) != 0 || !S_ISDIR(st.st_mode))
+			continue;
+		DIR *sd = opendir(sdir);
+		struct dirent *f;
+		if (!sd)
+			continue;
+		while (rc == 0 && (f = readdir(sd)) != NULL) {
+			struct ctl_target t = {0};
+			int pid, end = 0;
+			if (sscanf(f->d_name, "memsaver-%d.sock%n", &pid, &end) != 1 || pid <= 0 ||
+			    f->d_name[end] != '\0')
+				continue;
+			t.pid = pid;
+			snprintf(t.session, sizeof(t.session), "%s", e->d_name);
+			if (snprintf(t.path, sizeof(t.path), "%s/%s", sdir, f->d_name) >= (int)sizeof(t.path))
+				continue;
+			t.mtime = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+			rc = ctl_list_add(l, &t);
+		}
+		closedir(sd);
+	}
+	closedir(d);
+	return rc;
+}
+
+static long long ctl_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Connect to a socket; the send timeout bounds a connect to a full backlog.
+ * Returns the descriptor or a negative errno. */
+static int ctl_connect(const char *path, int timeout_ms)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0 ||
+	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+/* Is someone serving this socket?  1 yes, 0 no (stale: removed when its
+ * process is gone, with a note on stderr), negative errno when unknown. */
+static int ctl_probe(const struct ctl_target *t, int quiet)
+{
+	int fd = ctl_connect(t->path, 2000);
+	if (fd >= 0) {
+		close(fd);
+		return 1;
+	}
+	if (fd != -ECONNREFUSED && fd != -ENOENT)
+		return fd;
+	if (fd == -ENOENT)
+		return 0;
+	int dead = kill(t->pid, 0) != 0 && errno == ESRCH;
+	if (dead && unlink(t->path) == 0) {
+		if (!quiet)
+			fprintf(stderr, "memsaver ctl: note: removed stale socket %s (process %d is gone)\n",
+				t->path, t->pid);
+	} else if (!quiet) {
+		fprintf(stderr, "memsaver ctl: note: skipping stale socket %s (nobody answers)\n", t->path);
+	}
+	return 0;
+}
+
+/* Send one request line and read one reply line.  Returns 0 and the reply,
+ * or a negative errno with a sentence in err. */
+static int ctl_request(const char *path, json_t *req, int timeout_ms, json_t **reply, char *err,
+		       size_t errlen)
+{
+	long long deadline = ctl_now_ms() + timeout_ms;
+	char *line = json_dumps(req, JSON_COMPACT), *buf = NULL;
+	size_t have = 0, cap = 0;
+	int rc = 0, fd = -1;
+	*reply = NULL;
+	if (!line) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	fd = ctl_connect(path, timeout_ms);
+	if (fd < 0) {
+		rc = fd;
+		snprintf(err, errlen, "cannot connect to %s: %s", path, strerror(-rc));
+		goto cleanup;
+	}
+	size_t n = strlen(line);
+	line[n++] = '\n'; /* json_dumps leaves room: replaces the terminator */
+	for (size_t off = 0; off < n;) {
+		ssize_t w = send(fd, line + off, n - off, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			rc = -errno;
+			snprintf(err, errlen, "sending to %s failed: %s", path, strerror(-rc));
+			goto cleanup;
+		}
+		off += (size_t)w;
+	}
+	for (;;) {
+		char *nl = have ? memchr(buf, '\n', have) : NULL;
+		if (nl) {
+			json_error_t je;
+			*reply = json_loadb(buf, (size_t)(nl - buf), 0, &je);
+			if (!*reply || !json_is_object(*reply)) {
+				json_decref(*reply);
+				*reply = NULL;
+				rc = -EPROTO;
+				snprintf(err, errlen, "the reply from %s is not a JSON object: %s", path,
+					 je.text);
+			}
+			goto cleanup;
+		}
+		long long left = deadline - ctl_now_ms();
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int k = left > 0 ? poll(&p, 1, (int)left) : 0;
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			rc = k < 0 ? -errno : -ETIMEDOUT;
+			snprintf(err, errlen, "no reply from %s within %d s", path, timeout_ms / 1000);
+			goto cleanup;
+		}
+		if (have + 65536 > cap) {
+			size_t ncap = cap ? cap * 2 : 131072;
+			char *nb = realloc(buf, ncap);
+			if (!nb) {
+				rc = -ENOMEM;
+				snprintf(err, errlen, "out of memory reading the reply");
+				goto cleanup;
+			}
+			buf = nb;
+			cap = ncap;
+		}
+		ssize_t r = recv(fd, buf + have, cap - have, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			rc = r < 0 ? -errno : -ECONNRESET;
+			snprintf(err, errlen, "%s closed the connection without a reply", path);
+			goto cleanup;
+		}
+		have += (size_t)r;
+	}
+cleanup:
+	if (fd >= 0)
+		close(fd);
+	free(line);
+	free(buf);
+	return rc;
+}
+
+static void ctl_cmdline(int pid, char *out, size_t len)
+{
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/%d/cmdline", pid);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, out, len - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0) {
+		snprintf(out, len, "?");
+		return;
+	}
+	while (n > 0 && out[n - 1] == '\0')
+		n--;
+	for (ssize_t i = 0; i < n; i++)
+		if (out[i] == '\0')
+			out[i] = ' ';
+	out[n] = '\0';
+	if (n > 100)
+		strcpy(out + 96, " ...");
+}
+
+struct ctl_opts {
+	int pid;
+	const char *socket;
+	int all;
+	const char *session;
+	int timeout_ms; /* 0: by command */
+};
+
+/* Turn the target options into a list of live sockets.  Returns MSV_EXIT_OK,
+ * or MSV_EXIT_USAGE after saying why on stderr. */
+static int ctl_resolve(const struct ctl_opts *o, struct ctl_list *out)
+{
+	struct ctl_list all = {0};
+	char bases[2][PATH_MAX];
+	int nb = ctl_bases(bases), rc = MSV_EXIT_OK;
+	const char *session = o->session;
+
+	if (o->socket) {
+		struct ctl_target t = {0};
+		const char *b = strrchr(o->socket, '/');
+		snprintf(t.path, sizeof(t.path), "%s", o->socket);
+		if (sscanf(b ? b + 1 : o->socket, "memsaver-%d.sock", &t.pid) != 1)
+			t.pid = 0;
+		return ctl_list_add(out, &t) ? MSV_EXIT_FAIL : MSV_EXIT_OK;
+	}
+	if (o->all && !session) {
+		const char *env = getenv("MEMSAVER_SESSION");
+		if (env && *env)
+			session = env;
+	}
+	for (int i = 0; i < nb; i++) {
+		int e = ctl_scan(bases[i], session, &all);
+		if (e != 0) {
+			fprintf(stderr, "memsaver ctl: cannot read %s: %s\n", bases[i], strerror(-e));
+			ctl_list_free(&all);
+			return MSV_EXIT_USAGE;
+		}
+	}
+	/* Keep only the live ones (and the requested pid). */
+	struct ctl_list live = {0};
+	for (size_t i = 0; i < all.n; i++) {
+		if (o->pid && all.v[i].pid != o->pid)
+			continue;
+		if (ctl_probe(&all.v[i], 0) == 1 && ctl_list_add(&live, &all.v[i]) != 0) {
+			rc = MSV_EXIT_FAIL;
+			goto cleanup;
+		}
+	}
+	if (o->all && !session && live.n) {
+		/* The newest session: the directory changed last. */
+		size_t best = 0;
+		for (size_t i = 1; i < live.n; i++)
+			if (live.v[i].mtime > live.v[best].mtime)
+				best = i;
+		char newest[64];
+		snprintf(newest, sizeof(newest), "%s", live.v[best].session);
+		for (size_t i = 0; i < live.n; i++)
+			if (strcmp(live.v[i].session, newest) == 0 && ctl_list_add(out, &live.v[i]) != 0)
+				rc = MSV_EXIT_FAIL;
+		goto cleanup;
+	}
+	if (live.n == 0) {
+		if (o->pid)
+			fprintf(stderr, "memsaver ctl: process %d has no live memsaver socket%s%s "
+					"(is it running under `memsaver run`?)\n",
+				o->pid, session ? " in session " : "", session ? session : "");
+		else
+			fprintf(stderr, "memsaver ctl: no live memsaver process%s%s found under %s%s%s\n",
+				session ? " in session " : "", session ? session : "", bases[0],
+				nb > 1 ? " or " : "", nb > 1 ? bases[1] : "");
+		rc = MSV_EXIT_USAGE;
+		goto cleanup;
+	}
+	if (live.n > 1 && !o->all) {
+		fprintf(stderr, "memsaver ctl: %zu memsaver processes are running; choose one with "
+				"--pid or --all:\n", live.n);
+		for (size_t i = 0; i < live.n; i++) {
+			char cmd[256];
+			ctl_cmdline(live.v[i].pid, cmd, sizeof(cmd));
+			fprintf(stderr, "  pid %d  session %s  %s\n", live.v[i].pid, live.v[i].session, cmd);
+		}
+		rc = MSV_EXIT_USAGE;
+		goto cleanup;
+	}
+	for (size_t i = 0; i < live.n && rc == MSV_EXIT_OK; i++)
+		if (ctl_list_add(out, &live.v[i]) != 0)
+			rc = MSV_EXIT_FAIL;
+cleanup:
+	ctl_list_free(&all);
+	ctl_list_free(&live);
+	return rc;
+}
+
+static void ctl_join(json_t *arr, char *out, size_t len)
+{
+	size_t i, o = 0;
+	json_t *v;
+	out[0] = '\0';
+	json_array_foreach(arr, i, v) {
+		int n = snprintf(out + o, len - o, "%s%s", o ? "," : "", json_string_value(v) ? json_string_value(v) : "?");
+		if (n < 0 || (size_t)n >= len - o)
+			break;
+		o += (size_t)n;
+	}
+}
+
+static int ctl_write_json(const char *path, json_t *v)
+{
+	int flags = JSON_INDENT(2);
+	if (!path || strcmp(path, "-") == 0) {
+		if (json_dumpf(v, stdout, flags) != 0)
+			return -EIO;
+		fputc('\n', stdout);
+		return fflush(stdout) == 0 ? 0 : -EIO;
+	}
+	if (json_dump_file(v, path, flags) != 0)
+		return -EIO;
+	return 0;
+}
+
+int _msv_cmd_ctl(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{"pid", required_argument, NULL, 'p'},     {"socket", required_argument, NULL, 's'},
+		{"all", no_argument, NULL, 'a'},           {"session", required_argument, NULL, 'S'},
+		{"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}};
+	static const struct option copts[] = {{"tags", required_argument, NULL, 't'},
+					      {"output", required_argument, NULL, 'o'},
+					      {"help", no_argument, NULL, 'h'},
+					      {NULL, 0, NULL, 0}};
+	struct ctl_opts o = {0};
+	struct ctl_list targets = {0};
+	json_t *req = NULL, *collected = NULL;
+	const char *tags = NULL, *out = NULL, *label = NULL;
+	int c, rc = MSV_EXIT_OK, slow = 0;
+	char *end;
+
+	optind = 0; /* glibc: reinitialise, the dispatcher may have used getopt */
+	while ((c = getopt_long(argc, argv, "+p:s:aS:t:h", lopts, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			o.pid = (int)strtol(optarg, &end, 10);
+			if (*end || o.pid <= 0) {
+				fprintf(stderr, "memsaver ctl: --pid needs a process id, not \"%s\"\n", optarg);
+				return MSV_EXIT_USAGE;
+			}
+			break;
+		case 's':
+			o.socket = optarg;
+			break;
+		case 'a':
+			o.all = 1;
+			break;
+		case 'S':
+			o.session = optarg;
+			break;
+		case 't': {
+			long s = strtol(optarg, &end, 10);
+			if (*end || s <= 0 || s > 86400) {
+				fprintf(stderr, "memsaver ctl: --timeout needs seconds, not \"%s\"\n", optarg);
+				return MSV_EXIT_USAGE;
+			}
+			o.timeout_ms = (int)s * 1000;
+			break;
+		}
+		case 'h':
+			fputs(ctl_usage, stdout);
+			return MSV_EXIT_OK;
+		default:
+			fputs(ctl_usage, stderr);
+			return MSV_EXIT_USAGE;
+		}
+	}
+	if ((o.pid != 0) + (o.socket != NULL) + o.all > 1) {
+		fprintf(stderr, "memsaver ctl: --pid, --socket and --all exclude each other\n");
+		return MSV_EXIT_USAGE;
+	}
+	if (optind >= argc) {
+		fprintf(stderr, "memsaver ctl: which command? pause, resume, status, snapshot, report\n"
+				"(memsaver ctl --help)\n");
+		return MSV_EXIT_USAGE;
+	}
+
+	/* The command and its own options. */
+	const char *cmd = argv[optind];
+	int cargc = argc - optind;
+	char **cargv = argv + optind;
+	optind = 0;
+	while ((c = getopt_long(cargc, cargv, "+t:o:h", copts, NULL)) != -1) {
+		if (c == 't' && (!strcmp(cmd, "pause") || !strcmp(cmd, "resume")))
+			tags = optarg;
+		else if (c == 'o' && !strcmp(cmd, "report"))
+			out = optarg;
+		else if (c == 'h') {
+			fputs(ctl_usage, stdout);
+			return MSV_EXIT_OK;
+		} else {
+			fprintf(stderr, "memsaver ctl: bad option for %s (memsaver ctl --help)\n", cmd);
+			return MSV_EXIT_USAGE;
+		}
+	}
+	int npos = cargc - optind;
+	char **pos = cargv + optind;
+	if (!strcmp(cmd, "pause") || !strcmp(cmd, "resume")) {
+		if (npos == 1 && !tags)
+			tags = pos[0], npos = 0; /* `pause kv,graph` is what people type */
+		char bad[32];
+		unsigned mask;
+		if (npos || (tags && _msv_category_mask_parse(tags, &mask, bad, sizeof(bad)) != 0)) {
+			if (npos)
+				fprintf(stderr, "memsaver ctl: %s takes only --tags\n", cmd);
+			else
+				fprintf(stderr, "memsaver ctl: unknown category \"%s\"; valid: weights, kv, "
+						"graph, workspace, comm, other\n", bad);
+			return MSV_EXIT_USAGE;
+		}
+		req = tags ? json_pack("{s:s,s:s}", "cmd", cmd, "tags", tags) : json_pack("{s:s}", "cmd", cmd);
+		slow = 1;
+	} else if (!strcmp(cmd, "status") && npos == 0) {
+		req = json_pack("{s:s}", "cmd", cmd);
+	} else if (!strcmp(cmd, "snapshot") && npos == 1 && pos[0][0]) {
+		label = pos[0];
+		req = json_pack("{s:s,s:s}", "cmd", cmd, "label", label);
+	} else if (!strcmp(cmd, "report") && npos == 0) {
+		req = json_pack("{s:s}", "cmd", cmd);
+	} else {
+		if (!strcmp(cmd, "status") || !strcmp(cmd, "snapshot") || !strcmp(cmd, "report"))
+			fprintf(stderr, "memsaver ctl: wrong arguments for %s (memsaver ctl --help)\n", cmd);
+		else
+			fprintf(stderr, "memsaver ctl: unknown command \"%s\"; valid: pause, resume, status, "
+					"snapshot, report\n", cmd);
+		return MSV_EXIT_USAGE;
+	}
+	if (!req) {
+		fprintf(stderr, "memsaver ctl: out of memory\n");
+		return MSV_EXIT_FAIL;
+	}
+	int timeout = o.timeout_ms ? o.timeout_ms : slow ? CTL_SLOW_TIMEOUT_MS : CTL_FAST_TIMEOUT_MS;
+
+	if ((rc = ctl_resolve(&o, &targets)) != MSV_EXIT_OK)
+		goto cleanup;
+	int keyed = o.all && (!strcmp(cmd, "status") || (!strcmp(cmd, "report") && !(out && strstr(out, "%p"))));
+	if (keyed && !(collected = json_object())) {
+		rc = MSV_EXIT_FAIL;
+		goto cleanup;
+	}
+	for (size_t i = 0; i < targets.n; i++) {
+		const struct ctl_target *t = &targets.v[i];
+		json_t *reply;
+		char err[PATH_MAX + 1024], key[16], path[PATH_MAX];
+		if (out && !keyed) {
+			/* The engine writes FILE too (a copy on its side if it sees
+			 * another file system); the path must not depend on its cwd. */
+			char cwd[PATH_MAX], rel[PATH_MAX];
+			if (_msv_expand_path(out, t->pid, rel, sizeof(rel)) != 0 ||
+			    (rel[0] != '/' && !getcwd(cwd, sizeof(cwd))) ||
+			    snprintf(path, sizeof(path), "%s%s%s", rel[0] == '/' ? "" : cwd,
+				     rel[0] == '/' ? "" : "/", rel) >= (int)sizeof(path)) {
+				fprintf(stderr, "pid %d: error: output path too long\n", t->pid);
+				rc = MSV_EXIT_FAIL;
+				continue;
+			}
+			json_object_set_new(req, "path", json_string(path));
+		}
+		int r = ctl_request(t->path, req, timeout, &reply, err, sizeof(err));
+		snprintf(key, sizeof(key), "%d", t->pid);
+		if (r == -ECONNREFUSED || r == -ENOENT) {
+			/* It went away between the probe and now. */
+			ctl_probe(t, 0);
+			if (!o.socket)
+				continue;
+		}
+		if (r) {
+			fprintf(stderr, "pid %d: error: %s\n", t->pid, err);
+			rc = MSV_EXIT_FAIL;
+			continue;
+		}
+		if (!json_is_true(json_object_get(reply, "ok"))) {
+			const char *e = json_string_value(json_object_get(reply, "error"));
+			fprintf(stderr, "pid %d: error: %s\n", t->pid, e ? e : "(no message)");
+			rc = MSV_EXIT_FAIL;
+			json_decref(reply);
+			continue;
+		}
+		if (slow) {
+			char list[256];
+			json_t *ms = json_object_get(reply, "ms");
+			if (tags && *tags)
+				snprintf(list, sizeof(list), "%s", tags);
+			else
+				snprintf(list, sizeof(list), "all wrapped categories");
+			if (!strcmp(cmd, "pause") && (!tags || !*tags) &&
+			    json_array_size(json_object_get(reply, "paused")))
+				ctl_join(json_object_get(reply, "paused"), list, sizeof(list));
+			printf("pid %d: %s %s", t->pid, !strcmp(cmd, "pause") ? "paused" : "resumed", list);
+			if (json_is_integer(ms))
+				printf(" (%lld ms)", (long long)json_integer_value(ms));
+			putchar('\n');
+		} else if (label) {
+			printf("pid %d: snapshot %s\n", t->pid, label);
+		} else {
+			const char *field = !strcmp(cmd, "status") ? "status" : "report";
+			json_t *v = json_object_get(reply, field);
+			if (keyed) {
+				json_object_set(collected, key, v ? v : json_null());
+			} else {
+				if (ctl_write_json(out ? path : NULL, v ? v : json_null()) != 0) {
+					fprintf(stderr, "pid %d: error: cannot write %s: %s\n", t->pid,
+						out ? path : "stdout", strerror(errno));
+					rc = MSV_EXIT_FAIL;
+				} else if (out) {
+					printf("pid %d: report written to %s\n", t->pid, path);
+				}
+			}
+		}
+		json_decref(reply);
+	}
+	if (keyed && ctl_write_json(out, collected) != 0) {
+		fprintf(stderr, "memsaver ctl: cannot write %s: %s\n", out ? out : "stdout", strerror(errno));
+		rc = MSV_EXIT_FAIL;
+	}
+	fflush(stdout);
+cleanup:
+	json_decref(req);
+	json_decref(collected);
+	ctl_list_free(&targets);
+	return rc;
+}

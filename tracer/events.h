@@ -1,0 +1,28 @@
+/* What an observer (CUPTI callback or interposer wrapper) reports to the
+ * tracer, one function per kind of driver event.  Each takes the call's
+ * arguments as seen at API exit (after the real call returned `rc`) unless
+ * its name says "before".  All are cheap no-ops while the tracer is off. */
+#ifndef MSV_EVENTS_H
+#define MSV_EVENTS_H
+
+#include <cuda.h>
+#include <stdint.h>
+
+/* An allocation that memsaver did not redirect (pass-through or seen only
+ * by CUPTI): classified and recorded. */
+void _msv_ev_alloc(CUresult rc, int api, CUdeviceptr addr, size_t size, CUstream stream, uint8_t flags);
+void _msv_ev_free(CUresult rc, int api, CUdeviceptr addr);
+void _msv_ev_capture_begin(CUresult rc);
+void _msv_ev_capture_end(CUresult rc);
+/* Graph instantiation, module/library loading and context creation cost
+ * driver-internal memory: a reading before, the delta after. */
+void _msv_ev_measure_before(void);
+void _msv_ev_measure_after(CUresult rc, int cause);
+void _msv_ev_context(CUresult rc, CUcontext ctx);
+/* App-owned VMM. */
+void _msv_ev_vmm_create(CUresult rc, CUmemGenericAllocationHandle h, size_t size);
+void _msv_ev_vmm_release(CUresult rc, CUmemGenericAllocationHandle h);
+void _msv_ev_vmm_map(CUresult rc, CUdeviceptr va, size_t size, CUmemGenericAllocationHandle h);
+void _msv_ev_vmm_unmap(CUresult rc, CUdeviceptr va, size_t size);
+
+#endif
