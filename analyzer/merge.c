@@ -19,6 +19,17 @@ static json_int_t iget(const json_t *o, const char *k)
 	return json_integer_value(json_object_get(o, k));
 }
 
+/* Wrapping sums: a damaged report must give an error, not overflow. */
+static json_int_t wadd(json_int_t a, json_int_t b)
+{
+	return (json_int_t)((unsigned long long)a + (unsigned long long)b);
+}
+
+static json_int_t wsub(json_int_t a, json_int_t b)
+{
+	return (json_int_t)((unsigned long long)a - (unsigned long long)b);
+}
+
 static json_t *jshare(json_int_t part, json_int_t whole)
 {
 	return whole ? json_real((double)part / (double)whole) : json_null();
@@ -39,8 +50,8 @@ static void add_sites(json_t *acc, const json_t *sites)
 			e = json_pack("{s:I, s:I}", "bytes", (json_int_t)0, "count", (json_int_t)0);
 			json_object_set_new(acc, k, e);
 		}
-		json_object_set_new(e, "bytes", json_integer(iget(e, "bytes") + iget(s, "bytes")));
-		json_object_set_new(e, "count", json_integer(iget(e, "count") + iget(s, "count")));
+		json_object_set_new(e, "bytes", json_integer(wadd(iget(e, "bytes"), iget(s, "bytes"))));
+		json_object_set_new(e, "count", json_integer(wadd(iget(e, "count"), iget(s, "count"))));
 	}
 }
 
@@ -117,9 +128,9 @@ json_t *_msv_report_merge(struct msv_trace *const *traces, size_t n)
 			continue;
 		}
 		with_pause++;
-		F += iget(a, "footprint_bytes");
-		R += iget(a, "reclaimed_bytes");
-		U += iget(a, "unreclaimed_bytes");
+		F = wadd(F, iget(a, "footprint_bytes"));
+		R = wadd(R, iget(a, "reclaimed_bytes"));
+		U = wadd(U, iget(a, "unreclaimed_bytes"));
 		json_array_foreach(json_object_get(a, "notes"), j, x)
 		{
 			char b[768];
@@ -145,15 +156,15 @@ json_t *_msv_report_merge(struct msv_trace *const *traces, size_t n)
 				json_object_set_new(acc, key, m);
 				json_object_set_new(sites, key, json_object());
 			}
-			json_object_set_new(m, "bytes", json_integer(iget(m, "bytes") + iget(x, "bytes")));
-			json_object_set_new(m, "count", json_integer(iget(m, "count") + iget(x, "count")));
+			json_object_set_new(m, "bytes", json_integer(wadd(iget(m, "bytes"), iget(x, "bytes"))));
+			json_object_set_new(m, "count", json_integer(wadd(iget(m, "count"), iget(x, "count"))));
 			static const char *const extra[] = {"created_bytes", "trimmed_bytes",
 							    "resident_bytes"};
 			for (size_t e = 0; e < 3; e++)
 				if (json_object_get(x, extra[e]))
 					json_object_set_new(m, extra[e],
-							    json_integer(iget(m, extra[e]) +
-									 iget(x, extra[e])));
+							    json_integer(wadd(iget(m, extra[e]),
+									      iget(x, extra[e]))));
 			add_sites(json_object_get(sites, key), json_object_get(x, "top_sites"));
 		}
 	}
@@ -230,7 +241,7 @@ static int check_attr(const json_t *a, const char *name, const char *where, char
 				 name, where, i);
 			return -EINVAL;
 		}
-		sum += iget(x, "bytes");
+		sum = wadd(sum, iget(x, "bytes"));
 	}
 	if (sum != json_integer_value(u)) {
 		snprintf(err, errlen,
@@ -240,7 +251,7 @@ static int check_attr(const json_t *a, const char *name, const char *where, char
 	}
 	json_t *f = json_object_get(a, "footprint_bytes"), *r = json_object_get(a, "reclaimed_bytes");
 	if (json_is_integer(f) && json_is_integer(r) &&
-	    json_integer_value(f) - json_integer_value(r) != json_integer_value(u)) {
+	    wsub(json_integer_value(f), json_integer_value(r)) != json_integer_value(u)) {
 		snprintf(err, errlen,
 			 "%s: %sfootprint_bytes - reclaimed_bytes (%lld - %lld) != unreclaimed_bytes %lld",
 			 name, where, (long long)json_integer_value(f), (long long)json_integer_value(r),
@@ -286,7 +297,7 @@ int _msv_report_check(const json_t *report, const char *name, char *err, size_t 
 			json_t *pa = json_object_get(p, "attribution");
 			if (pa && check_attr(pa, name, where, err, errlen) != 0)
 				return -EINVAL;
-			U += iget(pa, "unreclaimed_bytes");
+			U = wadd(U, iget(pa, "unreclaimed_bytes"));
 		}
 		json_t *tot = json_object_get(report, "totals");
 		if (tot && iget(tot, "unreclaimed_bytes") != U) {
@@ -334,8 +345,8 @@ static int change_cmp(const void *pa, const void *pb)
 {
 	const json_t *a = *(const json_t *const *)pa, *b = *(const json_t *const *)pb;
 	json_int_t x = iget(a, "change_bytes"), y = iget(b, "change_bytes");
-	x = x < 0 ? -x : x;
-	y = y < 0 ? -y : y;
+	x = x < 0 ? wsub(0, x) : x;
+	y = y < 0 ? wsub(0, y) : y;
 	if (x != y)
 		return x > y ? -1 : 1;
 	return strcmp(json_string_value(json_object_get(a, "source")),
@@ -362,7 +373,7 @@ json_t *_msv_report_diff(const json_t *a, const json_t *b)
 				json_object_set_new(acc, key, e);
 			}
 			const char *f = w ? "b_bytes" : "a_bytes";
-			json_object_set_new(e, f, json_integer(iget(e, f) + iget(x, "bytes")));
+			json_object_set_new(e, f, json_integer(wadd(iget(e, f), iget(x, "bytes"))));
 		}
 	}
 	size_t n = json_object_size(acc), i = 0;
@@ -372,7 +383,7 @@ json_t *_msv_report_diff(const json_t *a, const json_t *b)
 	json_object_foreach(acc, k, e)
 	{
 		json_object_set_new(e, "change_bytes",
-				    json_integer(iget(e, "b_bytes") - iget(e, "a_bytes")));
+				    json_integer(wsub(iget(e, "b_bytes"), iget(e, "a_bytes"))));
 		if (v)
 			v[i++] = json_incref(e);
 	}
@@ -384,7 +395,7 @@ json_t *_msv_report_diff(const json_t *a, const json_t *b)
 	free(v);
 	static const char *const kk[] = {"footprint_bytes", "reclaimed_bytes", "unreclaimed_bytes"};
 	for (size_t j = 0; j < 3; j++)
-		json_object_set_new(ch, kk[j], json_integer(iget(sb, kk[j]) - iget(sa, kk[j])));
+		json_object_set_new(ch, kk[j], json_integer(wsub(iget(sb, kk[j]), iget(sa, kk[j]))));
 	json_t *ra = json_object_get(sa, "reclaimed_share"), *rb = json_object_get(sb, "reclaimed_share");
 	json_object_set_new(ch, "reclaimed_share",
 			    json_is_number(ra) && json_is_number(rb) ?

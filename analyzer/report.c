@@ -70,22 +70,25 @@ struct vmm {
 	UT_hash_handle hh;
 };
 
+/* Byte sums are uint64_t: unsigned arithmetic wraps instead of overflowing
+ * on a damaged trace, and a two's complement sum read back as int64_t is the
+ * signed result (a negative driver delta, a negative unattributed). */
 struct site_agg {
 	char *key;
-	int64_t bytes;
+	uint64_t bytes;
 	uint64_t count;
 	UT_hash_handle hh;
 };
 
 struct bucket {
-	int64_t bytes;
+	uint64_t bytes;
 	uint64_t count;
 	struct site_agg *sites;
 };
 
 struct tpoint {
 	int64_t t;
-	int64_t v[MSV_CAT_COUNT + 1]; /* per category resident, then app_vmm */
+	uint64_t v[MSV_CAT_COUNT + 1]; /* per category resident, then app_vmm */
 };
 
 struct state {
@@ -93,12 +96,12 @@ struct state {
 	struct alloc *allocs;
 	struct vmm *vmms;
 	int actions[MSV_CAT_COUNT];
-	int64_t allocated[MSV_CAT_COUNT], resident[MSV_CAT_COUNT];
+	uint64_t allocated[MSV_CAT_COUNT], resident[MSV_CAT_COUNT];
 	uint64_t count[MSV_CAT_COUNT];
-	int64_t vmm_bytes;
+	uint64_t vmm_bytes;
 	uint64_t vmm_count;
-	int64_t driver[5]; /* by enum msv_driver_cause */
-	int64_t ctx_trimmed;
+	uint64_t driver[5]; /* by enum msv_driver_cause, signed sums */
+	uint64_t ctx_trimmed;
 	struct tpoint *tl;
 	size_t n_tl, cap_tl;
 	int oom;
@@ -197,9 +200,9 @@ static void tl_point(struct state *st, int64_t t)
 static void drop_alloc(struct state *st, struct alloc *a)
 {
 	if (a->cat >= 0 && a->cat < MSV_CAT_COUNT) {
-		st->allocated[a->cat] -= (int64_t)a->size;
+		st->allocated[a->cat] -= a->size;
 		if (!a->released)
-			st->resident[a->cat] -= (int64_t)a->size;
+			st->resident[a->cat] -= a->size;
 		st->count[a->cat]--;
 	}
 	HASH_DEL(st->allocs, a);
@@ -220,10 +223,10 @@ static void apply_pause(struct state *st, const struct msv_rec *r, int release)
 			continue;
 		if (release && !a->released) {
 			a->released = 1;
-			st->resident[a->cat] -= (int64_t)a->size;
+			st->resident[a->cat] -= a->size;
 		} else if (!release && a->released) {
 			a->released = 0;
-			st->resident[a->cat] += (int64_t)a->size;
+			st->resident[a->cat] += a->size;
 		}
 	}
 }
@@ -256,8 +259,8 @@ static void apply(struct state *st, const struct msv_rec *r, size_t idx)
 		if (a->flags & MSV_F_WRAPPED)
 			st->n_wrapped++;
 		HASH_ADD(hh, st->allocs, addr, sizeof(a->addr), a);
-		st->allocated[a->cat] += (int64_t)a->size;
-		st->resident[a->cat] += (int64_t)a->size;
+		st->allocated[a->cat] += a->size;
+		st->resident[a->cat] += a->size;
 		st->count[a->cat]++;
 		break;
 	case MSV_REC_FREE:
@@ -272,7 +275,7 @@ static void apply(struct state *st, const struct msv_rec *r, size_t idx)
 		st->n_vmm_create++;
 		HASH_FIND(hh, st->vmms, &r->addr, sizeof(r->addr), v);
 		if (v) {
-			st->vmm_bytes -= (int64_t)v->size;
+			st->vmm_bytes -= v->size;
 			st->vmm_count--;
 			HASH_DEL(st->vmms, v);
 			free(v);
@@ -288,13 +291,13 @@ static void apply(struct state *st, const struct msv_rec *r, size_t idx)
 		v->pysite = r->pysite;
 		v->nvtx = r->nvtx;
 		HASH_ADD(hh, st->vmms, handle, sizeof(v->handle), v);
-		st->vmm_bytes += (int64_t)v->size;
+		st->vmm_bytes += v->size;
 		st->vmm_count++;
 		break;
 	case MSV_REC_VMM_RELEASE:
 		HASH_FIND(hh, st->vmms, &r->addr, sizeof(r->addr), v);
 		if (v) {
-			st->vmm_bytes -= (int64_t)v->size;
+			st->vmm_bytes -= v->size;
 			st->vmm_count--;
 			HASH_DEL(st->vmms, v);
 			free(v);
@@ -302,10 +305,10 @@ static void apply(struct state *st, const struct msv_rec *r, size_t idx)
 		break;
 	case MSV_REC_DRIVER:
 		if (r->api >= 1 && r->api <= 4)
-			st->driver[r->api] += (int64_t)r->size;
+			st->driver[r->api] += r->size;
 		break;
 	case MSV_REC_CONTEXT:
-		st->ctx_trimmed += r->api == 0 ? (int64_t)r->size : -(int64_t)r->size;
+		st->ctx_trimmed += r->api == 0 ? r->size : -r->size;
 		break;
 	case MSV_REC_PAUSE:
 		apply_pause(st, r, 1);
@@ -340,7 +343,7 @@ static char *site_key(const struct msv_trace *t, uint32_t py, uint32_t lib, uint
 	return strdup(s ? s : "unknown");
 }
 
-static void bucket_add(struct bucket *b, const struct msv_trace *t, int64_t bytes,
+static void bucket_add(struct bucket *b, const struct msv_trace *t, uint64_t bytes,
 		       uint32_t py, uint32_t lib, uint32_t nvtx, int *oom)
 {
 	b->bytes += bytes;
@@ -370,8 +373,9 @@ static void bucket_add(struct bucket *b, const struct msv_trace *t, int64_t byte
 
 static int site_cmp(struct site_agg *a, struct site_agg *b)
 {
-	if (a->bytes != b->bytes)
-		return a->bytes > b->bytes ? -1 : 1;
+	int64_t x = (int64_t)a->bytes, y = (int64_t)b->bytes;
+	if (x != y)
+		return x > y ? -1 : 1;
 	return strcmp(a->key, b->key);
 }
 
@@ -532,17 +536,17 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 	if (used_before == MSV_NO_VALUE)
 		json_array_append_new(notes, json_string(
 			"device memory before the pause is unknown; footprint taken as 0"));
-	int64_t F = used_before != MSV_NO_VALUE ? (int64_t)used_before - pv->baseline : 0;
+	int64_t F = used_before != MSV_NO_VALUE ? (int64_t)(used_before - (uint64_t)pv->baseline) : 0;
 	int64_t R;
 	if (used_after != MSV_NO_VALUE && used_before != MSV_NO_VALUE) {
-		R = (int64_t)used_before - (int64_t)used_after;
+		R = (int64_t)(used_before - used_after);
 	} else {
 		R = (p->flags & MSV_F_FAILED) ? 0 : (int64_t)p->size;
 		json_array_append_new(notes, json_string(
 			"no device reading after the pause; reclaimed bytes are the bytes the pause "
 			"reported released"));
 	}
-	int64_t U = F - R;
+	int64_t U = (int64_t)((uint64_t)F - (uint64_t)R);
 	if (p->flags & MSV_F_FAILED)
 		json_array_append_new(notes, json_string("the latest pause failed; nothing was released"));
 
@@ -568,20 +572,20 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 		if (a->released)
 			continue;
 		enum reason why = alloc_reason(st, a, p, pv->p);
-		bucket_add(&cats[a->cat][why], t, (int64_t)a->size, a->pysite, a->site, a->nvtx,
+		bucket_add(&cats[a->cat][why], t, a->size, a->pysite, a->site, a->nvtx,
 			   &st->oom);
 		if ((a->flags & MSV_F_WRAPPED) && a->mapped > a->size)
-			bucket_add(&overhead, t, (int64_t)(a->mapped - a->size), a->pysite, a->site,
+			bucket_add(&overhead, t, a->mapped - a->size, a->pysite, a->site,
 				   a->nvtx, &st->oom);
 		if (a->cat == MSV_CAT_OTHER && is_no_rule(a->rule))
-			bucket_add(&norule, t, (int64_t)a->size, a->pysite, a->site, a->nvtx,
+			bucket_add(&norule, t, a->size, a->pysite, a->site, a->nvtx,
 				   &st->oom);
 	}
 	struct vmm *v, *vt;
 	HASH_ITER(hh, st->vmms, v, vt)
-	bucket_add(&vmm, t, (int64_t)v->size, v->pysite, v->site, v->nvtx, &st->oom);
+	bucket_add(&vmm, t, v->size, v->pysite, v->site, v->nvtx, &st->oom);
 
-	int64_t sum = 0;
+	uint64_t sum = 0;
 	for (int c = 0; c < MSV_CAT_COUNT; c++) {
 		for (int r = 0; r < R_COUNT; r++) {
 			struct bucket *b = &cats[c][r];
@@ -589,7 +593,7 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 				continue;
 			char name[64];
 			snprintf(name, sizeof(name), "category:%s", _msv_category_name(c));
-			json_t *s = source_new(name, b->bytes, b->count, reason_text[r], bucket_sites(b));
+			json_t *s = source_new(name, (int64_t)b->bytes, b->count, reason_text[r], bucket_sites(b));
 			json_object_set_new(s, "category", json_string(_msv_category_name(c)));
 			json_object_set_new(s, "action", json_string(_msv_action_name(st->actions[c])));
 			json_array_append_new(sources, s);
@@ -602,50 +606,50 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 				snprintf(buf, sizeof(buf),
 					 "%s of %s stayed mapped because the policy keeps it; "
 					 "with a releasing action it is wrapped and released on pause%s",
-					 _msv_fmt_bytes(b->bytes, b1, sizeof(b1)), cn,
+					 _msv_fmt_bytes((long long)b->bytes, b1, sizeof(b1)), cn,
 					 c == MSV_CAT_KV ? "" :
 					 " (use discard if its contents are not needed after resume)");
 				json_array_append_new(recs, recommendation(act, "category", cn,
-									   b->bytes, buf));
+									   (int64_t)b->bytes, buf));
 			} else if (r == R_EXCLUDED) {
 				char act[96];
 				snprintf(act, sizeof(act), "include %s in the pause", cn);
 				snprintf(buf, sizeof(buf),
 					 "%s of %s is wrapped but the pause did not name it",
-					 _msv_fmt_bytes(b->bytes, b1, sizeof(b1)), cn);
+					 _msv_fmt_bytes((long long)b->bytes, b1, sizeof(b1)), cn);
 				json_array_append_new(recs, recommendation(act, "category", cn,
-									   b->bytes, buf));
+									   (int64_t)b->bytes, buf));
 			} else if (r == R_WRAP_FAILED) {
 				snprintf(buf, sizeof(buf),
 					 "%s of %s could not be wrapped and fell back to plain "
 					 "allocations; see the wrap_fail records (memsaver analyze --dump)",
-					 _msv_fmt_bytes(b->bytes, b1, sizeof(b1)), cn);
+					 _msv_fmt_bytes((long long)b->bytes, b1, sizeof(b1)), cn);
 				json_array_append_new(recs, recommendation("investigate wrap failures",
-									   "category", cn, b->bytes,
+									   "category", cn, (int64_t)b->bytes,
 									   buf));
 			}
 		}
 	}
 	if (vmm.count) {
-		json_array_append_new(sources, source_new("app_vmm", vmm.bytes, vmm.count,
+		json_array_append_new(sources, source_new("app_vmm", (int64_t)vmm.bytes, vmm.count,
 							  "app-owned cuMemCreate handles alive (observed, "
 							  "not redirected)",
 							  bucket_sites(&vmm)));
 		sum += vmm.bytes;
 	}
 	/* Driver-internal memory, measured as device-memory deltas. */
-	int64_t ctx_total = st->driver[MSV_DRV_CONTEXT];
-	int64_t ctx_res = ctx_total - st->ctx_trimmed;
+	int64_t ctx_total = (int64_t)st->driver[MSV_DRV_CONTEXT];
+	int64_t ctx_res = (int64_t)(st->driver[MSV_DRV_CONTEXT] - st->ctx_trimmed);
 	if (ctx_total || st->ctx_trimmed) {
 		json_t *s = source_new("driver:context", ctx_res, 0,
 				       "CUDA context (measured around context creation, minus what "
 				       "the pause trimmed)",
 				       NULL);
 		json_object_set_new(s, "created_bytes", jint(ctx_total));
-		json_object_set_new(s, "trimmed_bytes", jint(st->ctx_trimmed));
+		json_object_set_new(s, "trimmed_bytes", jint((int64_t)st->ctx_trimmed));
 		json_object_set_new(s, "resident_bytes", jint(ctx_res));
 		json_array_append_new(sources, s);
-		sum += ctx_res;
+		sum += (uint64_t)ctx_res;
 	}
 	static const struct {
 		int cause;
@@ -657,23 +661,23 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 		{MSV_DRV_LIBRARY, "driver:library", "library handles (cuBLAS, cuDNN, NCCL) creation"},
 	};
 	for (size_t i = 0; i < sizeof(drv) / sizeof(drv[0]); i++) {
-		int64_t b = st->driver[drv[i].cause];
+		uint64_t b = st->driver[drv[i].cause];
 		if (!b)
 			continue;
-		json_array_append_new(sources, source_new(drv[i].name, b, 0, drv[i].reason, NULL));
+		json_array_append_new(sources, source_new(drv[i].name, (int64_t)b, 0, drv[i].reason, NULL));
 		sum += b;
 	}
 	if (overhead.count) {
 		json_array_append_new(sources,
-				      source_new("saver:overhead", overhead.bytes, overhead.count,
+				      source_new("saver:overhead", (int64_t)overhead.bytes, overhead.count,
 						 "granularity rounding of wrapped allocations "
 						 "still mapped",
 						 bucket_sites(&overhead)));
 		sum += overhead.bytes;
 	}
 	json_array_append_new(sources,
-			      source_new("unattributed", U - sum, 0,
-					 U - sum < 0 ? "records account for more than the device "
+			      source_new("unattributed", (int64_t)((uint64_t)U - sum), 0,
+					 (int64_t)((uint64_t)U - sum) < 0 ? "records account for more than the device "
 						       "reading shows (negative: over-attributed)" :
 						       "device memory no record explains",
 					 NULL));
@@ -685,16 +689,16 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 	HASH_SORT(norule.sites, site_cmp);
 	int n = 0;
 	for (struct site_agg *s = norule.sites; s && n < 3; s = s->hh.next, n++) {
-		if (s->bytes < REC_RULE_MIN)
+		if ((int64_t)s->bytes < REC_RULE_MIN)
 			break;
 		snprintf(buf, sizeof(buf),
 			 "%s in %" "llu" " allocation(s) from this site land in \"other\" because no "
 			 "rule matches; a policy rule matching it puts it in a wrapped category",
-			 _msv_fmt_bytes(s->bytes, b1, sizeof(b1)), (unsigned long long)s->count);
-		json_array_append_new(recs, recommendation("add a rule", "site", s->key, s->bytes,
+			 _msv_fmt_bytes((long long)s->bytes, b1, sizeof(b1)), (unsigned long long)s->count);
+		json_array_append_new(recs, recommendation("add a rule", "site", s->key, (int64_t)s->bytes,
 							   buf));
 	}
-	int64_t g = st->driver[MSV_DRV_GRAPH_EXEC];
+	int64_t g = (int64_t)st->driver[MSV_DRV_GRAPH_EXEC];
 	if (g >= REC_DRIVER_MIN) {
 		snprintf(buf, sizeof(buf),
 			 "%s is held by instantiated CUDA graphs; capturing fewer batch sizes "
@@ -703,7 +707,7 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 		json_array_append_new(recs, recommendation("capture fewer batch sizes", "category",
 							   "driver:graph_exec", g, buf));
 	}
-	int64_t m = st->driver[MSV_DRV_MODULES];
+	int64_t m = (int64_t)st->driver[MSV_DRV_MODULES];
 	if (m >= REC_DRIVER_MIN) {
 		snprintf(buf, sizeof(buf),
 			 "%s went to loaded modules; CUDA_MODULE_LOADING=LAZY loads only the "
@@ -735,7 +739,7 @@ static json_t *phase_json(struct state *st, const struct msv_rec *r, const struc
 	json_object_set_new(o, "device_used_bytes", ju64(r->aux));
 	json_object_set_new(o, "process_used_bytes", ju64(r->aux2));
 	json_object_set_new(o, "footprint_bytes",
-			    r->aux == MSV_NO_VALUE ? json_null() : jint((int64_t)r->aux - pv->baseline));
+			    r->aux == MSV_NO_VALUE ? json_null() : jint((int64_t)(r->aux - (uint64_t)pv->baseline)));
 	json_t *cats = json_object();
 	for (int c = 0; c < MSV_CAT_COUNT; c++)
 		json_object_set_new(cats, _msv_category_name(c),
@@ -745,8 +749,9 @@ static json_t *phase_json(struct state *st, const struct msv_rec *r, const struc
 					      (json_int_t)(st->allocated[c] - st->resident[c]),
 					      "count", (json_int_t)st->count[c]));
 	json_object_set_new(o, "categories", cats);
-	json_object_set_new(o, "app_vmm_bytes", jint(st->vmm_bytes));
-	int64_t drv = st->driver[1] + st->driver[2] + st->driver[3] + st->driver[4] - st->ctx_trimmed;
+	json_object_set_new(o, "app_vmm_bytes", jint((int64_t)st->vmm_bytes));
+	int64_t drv = (int64_t)(st->driver[1] + st->driver[2] + st->driver[3] + st->driver[4] -
+				st->ctx_trimmed);
 	json_object_set_new(o, "driver_bytes", jint(drv));
 	return o;
 }
@@ -756,19 +761,19 @@ static json_t *timeline_json(struct state *st)
 	json_t *arr = json_array();
 	if (!st->n_tl)
 		return arr;
-	int64_t t0 = st->tl[0].t, t1 = st->tl[st->n_tl - 1].t;
-	int64_t width = st->n_tl > MAX_TIMELINE ? (t1 - t0) / (MAX_TIMELINE - 1) + 1 : 0;
+	uint64_t t0 = (uint64_t)st->tl[0].t, t1 = (uint64_t)st->tl[st->n_tl - 1].t;
+	uint64_t width = st->n_tl > MAX_TIMELINE ? (t1 - t0) / (MAX_TIMELINE - 1) + 1 : 0;
 	for (size_t i = 0; i < st->n_tl; i++) {
 		struct tpoint *p = &st->tl[i];
 		/* Coalesce: keep the last point of each time bucket (and the first). */
 		if (width && i && i + 1 < st->n_tl &&
-		    (st->tl[i + 1].t - t0) / width == (p->t - t0) / width)
+		    ((uint64_t)st->tl[i + 1].t - t0) / width == ((uint64_t)p->t - t0) / width)
 			continue;
 		json_t *o = json_object();
 		json_object_set_new(o, "t_ns", jint(p->t));
 		for (int c = 0; c < MSV_CAT_COUNT; c++)
-			json_object_set_new(o, _msv_category_name(c), jint(p->v[c]));
-		json_object_set_new(o, "app_vmm", jint(p->v[MSV_CAT_COUNT]));
+			json_object_set_new(o, _msv_category_name(c), jint((int64_t)p->v[c]));
+		json_object_set_new(o, "app_vmm", jint((int64_t)p->v[MSV_CAT_COUNT]));
 		json_array_append_new(arr, o);
 	}
 	return arr;

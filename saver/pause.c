@@ -192,9 +192,11 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 	uint64_t trimmed = 0;
 	if (rc == 0)
 		_msv_trim_context(list, n, &trimmed);
-	_msv_tracer_phase("pause");
+	/* The pause record, then the reading that shows its effect: the
+	 * analyzer takes the first "pause" phase after a pause record. */
 	uint64_t dur = _msv_now_ns() - t0;
 	record(MSV_REC_PAUSE, mask, released, dur, backup_bytes, copy_ns, rc == 0);
+	_msv_tracer_phase("pause");
 	last_pause = (struct msv_timing){.t_ns = t0, .dur_ns = dur, .bytes = released,
 					 .copy_bytes = backup_bytes, .copy_ns = copy_ns, .ok = rc == 0, .valid = 1};
 	MSV_INFO("paused %s: %zu regions, %llu bytes released, %llu backed up, %.1f ms", cats, n,
@@ -294,9 +296,9 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 		goto unlock;
 	}
 	paused_mask &= ~mask;
-	_msv_tracer_phase("resume");
 	uint64_t dur = _msv_now_ns() - t0;
 	record(MSV_REC_RESUME, mask, need, dur, restore_bytes, copy_ns, 1);
+	_msv_tracer_phase("resume");
 	last_resume = (struct msv_timing){.t_ns = t0, .dur_ns = dur, .bytes = need,
 					  .copy_bytes = restore_bytes, .copy_ns = copy_ns, .ok = 1, .valid = 1};
 	MSV_INFO("resumed %s: %zu regions, %llu bytes, %.1f ms", cats, n, (unsigned long long)need, dur / 1e6);

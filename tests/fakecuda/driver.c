@@ -2833,6 +2833,27 @@ FC_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph
 TRACE(cuGraphInstantiateWithFlags, graph_instantiate(phGraphExec, hGraph), phGraphExec, hGraph,
       flags)
 
+static CUresult graph_instantiate_legacy(CUgraphExec *out, CUgraph g, CUgraphNode *err_node,
+					 char *log, size_t logsz)
+{
+	if (err_node)
+		*err_node = NULL;
+	if (log && logsz)
+		log[0] = 0;
+	return graph_instantiate(out, g);
+}
+
+FC_EXPORT CUresult cuGraphInstantiate(CUgraphExec *phGraphExec, CUgraph hGraph,
+				      CUgraphNode *phErrorNode, char *logBuffer, size_t bufferSize)
+TRACE(cuGraphInstantiate, graph_instantiate_legacy(phGraphExec, hGraph, phErrorNode, logBuffer,
+						   bufferSize),
+      phGraphExec, hGraph, phErrorNode, logBuffer, bufferSize)
+FC_EXPORT CUresult cuGraphInstantiate_v2(CUgraphExec *phGraphExec, CUgraph hGraph,
+					 CUgraphNode *phErrorNode, char *logBuffer, size_t bufferSize)
+TRACE(cuGraphInstantiate_v2, graph_instantiate_legacy(phGraphExec, hGraph, phErrorNode, logBuffer,
+						      bufferSize),
+      phGraphExec, hGraph, phErrorNode, logBuffer, bufferSize)
+
 static CUresult graph_instantiate_params(CUgraphExec *out, CUgraph g,
 					 CUDA_GRAPH_INSTANTIATE_PARAMS *p)
 {

@@ -9,9 +9,14 @@
  * row with the highest version <= the requested one wins; a name whose rows
  * are all newer gives CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT.  The
  * 32-bit legacy v1 functions are not exported, so e.g. ("cuMemAlloc", 3000)
- * is VERSION_NOT_SUFFICIENT. */
+ * is VERSION_NOT_SUFFICIENT.
+ *
+ * FAKECUDA_TRACE_PROCADDR=1 prints every request and its answer on stderr
+ * (the versions in this table are the ones libcudart 13 asks with). */
 #include "driver_internal.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct proc {
@@ -132,7 +137,9 @@ static const struct proc g_procs[] = {
 	P1(cuGraphCreate, 10000, cuGraphCreate)
 	P1(cuGraphDestroy, 10000, cuGraphDestroy)
 	P1(cuGraphGetNodes, 10000, cuGraphGetNodes)
-	P1(cuGraphInstantiate, 11040, cuGraphInstantiateWithFlags)
+	P1(cuGraphInstantiate, 10000, cuGraphInstantiate)
+	P1(cuGraphInstantiate, 11000, cuGraphInstantiate_v2)
+	P1(cuGraphInstantiate, 12000, cuGraphInstantiateWithFlags)
 	P1(cuGraphInstantiateWithFlags, 11040, cuGraphInstantiateWithFlags)
 	P(cuGraphInstantiateWithParams, 12000, cuGraphInstantiateWithParams,
 	  cuGraphInstantiateWithParams_ptsz)
@@ -168,6 +175,12 @@ static CUresult proc_lookup(const char *symbol, void **pfn, int version, cuuint6
 		if (g_procs[i].version <= version && (!best || g_procs[i].version > best->version))
 			best = &g_procs[i];
 	}
+	if (getenv("FAKECUDA_TRACE_PROCADDR"))
+		fprintf(stderr, "fakecuda: cuGetProcAddress(%s, %d, %llu): %s\n", symbol, version,
+			(unsigned long long)flags,
+			best ? ((flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) ? best->pt_sym
+											 : best->sym)
+			     : known ? "version not sufficient" : "not found");
 	if (!best) {
 		if (status && known)
 			*status = CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT;

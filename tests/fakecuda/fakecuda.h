@@ -116,6 +116,8 @@
  *                              but still delivers its CUPTI callbacks.
  *   Sizes accept plain bytes or a K/M/G/T suffix with optional "iB"/"B"
  *   (8GiB, 512MiB, 4096); all suffixes are powers of 1024.
+ *   FAKECUDA_TRACE_PROCADDR    1: print every cuGetProcAddress request and
+ *                              its answer on stderr (debugging aid)
  *   CUDA_INJECTION64_PATH      see above.
  *
  * Fixed facts: one device, "NVIDIA H100 80GB HBM3" (sm_90, 132 SMs),
