@@ -13,21 +13,29 @@
 #include "tracer/log.h"
 #include "tracer/options.h"
 
-/* RTLD_NEXT resolves relative to the caller's return address, so that case
- * must reach glibc with our frame gone: a tail jump, in assembly so that no
- * compiler setting (-O0, sanitizers) can turn it into a call. */
+/* glibc resolves RTLD_NEXT, and RTLD_DEFAULT's scope, from the caller's return
+ * address, so every lookup that is not for a CUDA name ("cu...") must reach
+ * glibc with our frame gone: a tail jump, in assembly so that no compiler
+ * setting (-O0, sanitizers) can turn it into a call.  Only "cu" names on a
+ * handle other than RTLD_NEXT come to _msv_dlsym_impl. */
 #if defined(__x86_64__)
 __asm__(".text\n"
 	".globl dlsym\n"
 	".type dlsym,@function\n"
 	"dlsym:\n"
-	"	cmpq $-1, %rdi\n"
-	"	jne 1f\n"
 	"	movq _msv_real_dlsym(%rip), %rax\n"
 	"	testq %rax, %rax\n"
+	"	je 2f\n"
+	"	cmpq $-1, %rdi\n"
 	"	je 1f\n"
-	"	jmp *%rax\n"
-	"1:	jmp _msv_dlsym_impl\n"
+	"	testq %rsi, %rsi\n"
+	"	je 1f\n"
+	"	cmpb $0x63, (%rsi)\n"
+	"	jne 1f\n"
+	"	cmpb $0x75, 1(%rsi)\n"
+	"	jne 1f\n"
+	"2:	jmp _msv_dlsym_impl\n"
+	"1:	jmp *%rax\n"
 	".size dlsym, .-dlsym\n");
 #define DLSYM_IMPL _msv_dlsym_impl
 #else

@@ -3,6 +3,7 @@
  * doubles of libcuda and libcupti only), so it is dlopen()ed like a tool
  * does. */
 #include <dlfcn.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "test_common.h"
@@ -31,6 +32,16 @@ static struct {
 static void load_nvml(void)
 {
 	void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW);
+	if (!h) { /* no LD_LIBRARY_PATH: the one next to the libcuda double */
+		Dl_info info;
+		char path[512];
+		ck_assert(dladdr((void *)cuInit, &info) && info.dli_fname);
+		snprintf(path, sizeof(path), "%s", info.dli_fname);
+		char *slash = strrchr(path, '/');
+		ck_assert_ptr_nonnull(slash);
+		snprintf(slash + 1, sizeof(path) - (size_t)(slash + 1 - path), "libnvidia-ml.so.1");
+		h = dlopen(path, RTLD_NOW);
+	}
 	ck_assert_msg(h != NULL, "%s", dlerror());
 	*(void **)&nv.init = dlsym(h, "nvmlInit_v2");
 	*(void **)&nv.shutdown = dlsym(h, "nvmlShutdown");

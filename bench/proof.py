@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""The GPU proof: the PyTorch engine (bench/engines/qwen_like.py) with and without
+memsaver, pause/resume cycles with bitwise parity, reclaim and attribution from the
+report, latency, overhead, and the pinned-copy baseline, all in one run on one
+machine.  Prints one JSON line per measurement and writes the artefacts (report,
+trace, text and HTML renderings, engine logs) to --out.
+
+usage: bench/proof.py [--build build] [--out DIR] [--cycles 20] [--quick]
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENGINE = os.path.join(ROOT, "bench/engines/qwen_like.py")
+POLICY = os.path.join(ROOT, "bench/policies/qwen-bench.json")
+
+
+def emit(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+def nvml_used():
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(0)
+        return pynvml.nvmlDeviceGetMemoryInfo(h).used
+    except Exception:  # noqa: BLE001 - a reading is optional
+        return None
+
+
+def device_name():
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def json_lines(text):
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def run_plain(args, extra, log):
+    with open(log, "w") as f:
+        p = subprocess.run([sys.executable, ENGINE] + extra, stdout=subprocess.PIPE, stderr=f, text=True,
+                           timeout=600)
+    lines = json_lines(p.stdout)
+    with open(log, "a") as f:
+        f.write(p.stdout)
+    if p.returncode != 0:
+        raise SystemExit(f"engine failed without memsaver (exit {p.returncode}); see {log}")
+    return lines
+
+
+def ctl(ms, pid, *cmd, timeout=600):
+    t = time.perf_counter()
+    p = subprocess.run([ms, "ctl", "--pid", str(pid)] + list(cmd), capture_output=True, text=True,
+                       timeout=timeout)
+    return p.returncode, p.stdout + p.stderr, (time.perf_counter() - t) * 1e3
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--cycles", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="smaller engine (3 batch sizes, kv 0.25)")
+    ap.add_argument("--skip-baseline", action="store_true")
+    args = ap.parse_args()
+    ms = os.path.join(args.build, "bin", "memsaver")
+    out = args.out or tempfile.mkdtemp(prefix="memsaver-proof.")
+    os.makedirs(out, exist_ok=True)
+    cuda_lib = os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "lib64")
+    os.environ["LD_LIBRARY_PATH"] = os.environ.get("LD_LIBRARY_PATH", "") + ":" + cuda_lib
+    engine_args = ["--decode-steps", "200"]
+    if args.quick:
+        engine_args += ["--batch-sizes", "1,8,32", "--kv-fraction", "0.25"]
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or os.environ.get("MSV_COMMIT", "unknown")
+    emit(bench="setup", device=device_name(), date=time.strftime("%Y-%m-%d"), commit=commit,
+         command=" ".join(sys.argv), engine_args=engine_args)
+
+    # 1. The pinned-copy baseline and the allocation-pair cost, same machine, same run.
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "bench/copy_bw.py"), "4"], capture_output=True,
+                       text=True, timeout=300)
+    copy = (json_lines(p.stdout) or [{}])[0]
+    emit(**copy) if copy else emit(bench="pinned_copy", error=p.stderr[-500:])
+    pairs = {}
+    for name, pre in (("plain", []), ("memsaver_no_python", [ms, "run", "--no-python", "--"]),
+                      ("memsaver_python", [ms, "run", "--"])):
+        p = subprocess.run(pre + [sys.executable, os.path.join(ROOT, "bench/alloc_pairs.py"), "20000"],
+                           capture_output=True, text=True, timeout=300)
+        r = (json_lines(p.stdout) or [{}])[0]
+        pairs[name] = r.get("us_per_pair")
+        if not r:
+            emit(bench="alloc_pairs", mode=name, error=p.stderr[-800:])
+    if pairs.get("plain"):
+        emit(bench="alloc_pairs", us_per_pair=pairs,
+             overhead_no_python=round(pairs["memsaver_no_python"] / pairs["plain"] - 1, 4)
+             if pairs.get("memsaver_no_python") else None,
+             overhead_python=round(pairs["memsaver_python"] / pairs["plain"] - 1, 4)
+             if pairs.get("memsaver_python") else None)
+
+    # 2. The engine alone: start-up and decode step without memsaver.
+    base = None
+    if not args.skip_baseline:
+        lines = run_plain(args, engine_args, os.path.join(out, "engine-plain.log"))
+        base = next((l for l in lines if l.get("event") == "ready"), None)
+        emit(bench="engine_plain", **(base or {}))
+
+    # 3. The engine under memsaver: pause/resume cycles with parity checks.
+    hold_dir = tempfile.mkdtemp(prefix="memsaver-hold.")
+    trace, report = os.path.join(out, "engine.trace"), os.path.join(out, "engine-report.json")
+    cmd = [ms, "run", "-p", POLICY, "--trace", trace, "-o", report, "--", sys.executable, ENGINE,
+           "--cycles", str(args.cycles), "--hold-dir", hold_dir] + engine_args
+    elog = open(os.path.join(out, "engine-memsaver.log"), "w")
+    eng = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=elog, text=True)
+    ready, cycles, pauses, resumes, first_report = None, [], [], [], None
+    used_before_first = None
+    stdout_lines = []
+    try:
+        while True:
+            line = eng.stdout.readline()
+            if not line:
+                break
+            stdout_lines.append(line)
+            ev = json_lines(line)
+            if ev and ev[0].get("event") == "ready":
+                ready = ev[0]
+                emit(bench="engine_memsaver", **ready)
+                break
+        pid = ready["pid"] if ready else None
+        for c in range(args.cycles if pid else 0):
+            hold = os.path.join(hold_dir, f"hold.{c}")
+            t_end = time.time() + 300
+            while not os.path.exists(hold) and eng.poll() is None and time.time() < t_end:
+                time.sleep(0.01)
+            if not os.path.exists(hold):
+                break
+            u0 = nvml_used()
+            rc, txt, _ = ctl(ms, pid, "pause")
+            u1 = nvml_used()
+            _, st, _ = ctl(ms, pid, "status")
+            status = json.loads(st) if st.strip().startswith("{") else {}
+            lp = status.get("last_pause") or {}
+            pauses.append(lp.get("ms"))
+            if c == 0:
+                used_before_first = u0
+                rr, rtxt, _ = ctl(ms, pid, "report", "-o", os.path.join(out, "engine-report-paused.json"))
+                first_report = os.path.join(out, "engine-report-paused.json") if rr == 0 else None
+                wrapped = sum(v.get("wrapped_bytes", 0) for v in status.get("categories", {}).values())
+                released = sum(v.get("released_bytes", 0) for v in status.get("categories", {}).values())
+                emit(bench="pause_nvml", nvml_used_before=u0, nvml_used_after=u1,
+                     nvml_released=(u0 - u1) if u0 is not None and u1 is not None else None,
+                     wrapped_bytes=wrapped, released_bytes=released,
+                     released_share_of_wrapped=round((u0 - u1) / wrapped, 4) if wrapped and u0 and u1 else None)
+            if rc != 0:
+                emit(bench="cycle", cycle=c, error="pause failed: " + txt[-400:])
+            rc2, txt2, _ = ctl(ms, pid, "resume")
+            _, st, _ = ctl(ms, pid, "status")
+            status = json.loads(st) if st.strip().startswith("{") else {}
+            resumes.append((status.get("last_resume") or {}).get("ms"))
+            if rc2 != 0:
+                emit(bench="cycle", cycle=c, error="resume failed: " + txt2[-400:])
+            open(os.path.join(hold_dir, f"go.{c}"), "w").close()
+            line = eng.stdout.readline()
+            stdout_lines.append(line)
+            ev = json_lines(line)
+            if ev:
+                cycles.append(ev[0])
+        rest = eng.stdout.read()
+        stdout_lines.append(rest)
+        rc = eng.wait(timeout=300)
+    finally:
+        if eng.poll() is None:
+            eng.kill()
+        elog.write("".join(stdout_lines))
+        elog.close()
+        shutil.rmtree(hold_dir, ignore_errors=True)
+    done = next((l for l in json_lines("".join(stdout_lines)) if l.get("event") == "done"), {})
+    equal = [c.get("bitwise_equal") for c in cycles]
+    emit(bench="parity", cycles=len(cycles), all_bitwise_equal=bool(equal) and all(equal),
+         engine_exit=rc, mismatched=[c for c in cycles if not c.get("bitwise_equal")][:3])
+    pv = [x for x in pauses if x is not None]
+    rv = [x for x in resumes if x is not None]
+    emit(bench="latency", pause_ms=pv, resume_ms=rv,
+         pause_ms_median=sorted(pv)[len(pv) // 2] if pv else None,
+         resume_ms_median=sorted(rv)[len(rv) // 2] if rv else None)
+    if base and ready:
+        emit(bench="overhead", decode_step_ms_plain=base["decode_step_ms"],
+             decode_step_ms_memsaver=ready["decode_step_ms"],
+             decode_ratio=round(ready["decode_step_ms"] / base["decode_step_ms"], 4),
+             decode_step_ms_memsaver_after_cycles=done.get("decode_step_ms_after"),
+             startup_s_plain=base["startup_s"], startup_s_memsaver=ready["startup_s"],
+             startup_ratio=round(ready["startup_s"] / base["startup_s"], 4))
+
+    # 4. Reclaim and attribution, from the report taken while paused.
+    rep_path = first_report or report
+    if rep_path and os.path.exists(rep_path):
+        rep = json.load(open(rep_path))
+        a = rep.get("attribution") or {}
+        t = rep.get("timings") or {}
+        ctx = next((s for s in a.get("sources", []) if s.get("source") == "driver:context"), {})
+        irreducible = ctx.get("bytes", 0)
+        f = a.get("footprint_bytes") or 0
+        emit(bench="reclaim", footprint_bytes=f, reclaimed_bytes=a.get("reclaimed_bytes"),
+             reclaimed_share=a.get("reclaimed_share"), unreclaimed_bytes=a.get("unreclaimed_bytes"),
+             reclaimed_share_context_excluded=round(a["reclaimed_bytes"] / (f - irreducible), 5)
+             if f and f > irreducible and a.get("reclaimed_bytes") is not None else None,
+             sources=[{k: s.get(k) for k in ("source", "bytes", "share_of_unreclaimed", "share_of_footprint",
+                                              "reason")} for s in a.get("sources", [])])
+        emit(bench="backup", **t, pinned_dtoh_gbps=copy.get("dtoh_gbps"), pinned_htod_gbps=copy.get("htod_gbps"),
+             backup_share_of_pinned=round(t["backup_gbps"] / copy["dtoh_gbps"], 4)
+             if t.get("backup_gbps") and copy.get("dtoh_gbps") else None,
+             restore_share_of_pinned=round(t["restore_gbps"] / copy["htod_gbps"], 4)
+             if t.get("restore_gbps") and copy.get("htod_gbps") else None)
+        for fmt, name in (("text", "engine-report.txt"), ("html", "engine-report.html")):
+            subprocess.run([ms, "report", rep_path, "--format", fmt, "-o", os.path.join(out, name)],
+                           timeout=60)
+    # Classification of allocated bytes, from the trace.
+    if os.path.exists(trace):
+        p = subprocess.run([ms, "analyze", "--dump", trace], capture_output=True, text=True, timeout=300)
+        by = {}
+        for r in json_lines(p.stdout):
+            if r.get("type") == "alloc":
+                key = (r.get("category"), r.get("rule_text"))
+                by[key] = by.get(key, 0) + r.get("size", 0)
+        total = sum(by.values())
+        emit(bench="classification", total_allocated_bytes=total,
+             by=[{"category": k[0], "rule": k[1], "bytes": v, "share": round(v / total, 5) if total else None}
+                 for k, v in sorted(by.items(), key=lambda kv: -kv[1])])
+    emit(bench="artefacts", out=out, files=sorted(os.listdir(out)))
+    return 0 if (equal and all(equal) and rc == 0) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
