@@ -43,6 +43,7 @@ FAKE_CUPTI_SRCS := $(wildcard tests/fakecuda/cupti*.c)
 FAKE_NVML_SRCS := $(wildcard tests/fakecuda/nvml*.c)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 FAKE_TEST_SRCS := $(wildcard tests/fakecuda/test_*.c)
+PRELOAD_TEST_SRCS := $(wildcard tests/preload/test_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -55,6 +56,7 @@ FAKE_CUPTI := $(BUILD)/fakecuda/libcupti.so.13
 FAKE_NVML := $(BUILD)/fakecuda/libnvidia-ml.so.1
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 FAKE_TEST_BINS := $(patsubst tests/fakecuda/%.c,$(BUILD)/tests/fakecuda_%,$(FAKE_TEST_SRCS))
+PRELOAD_TEST_BINS := $(patsubst tests/preload/%.c,$(BUILD)/tests/preload_%,$(PRELOAD_TEST_SRCS))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bin/bench-%,$(wildcard bench/*.c))
 
 .PHONY: all test demo gpu-test bench install clean sanitize deps help
@@ -133,13 +135,20 @@ $(BUILD)/tests/fakecuda_%: $(BUILD)/obj/tests/fakecuda/%.o $(FAKE_DRIVER) $(FAKE
 	$(Q)$(CC) $(SAN) -o $@ $< -L$(BUILD)/fakecuda -l:libcuda.so.1 -l:libcupti.so.13 \
 		-Wl,-rpath,'$$ORIGIN/../fakecuda' $$(pkg-config --libs check) -ldl -lpthread
 
+# Run under LD_PRELOAD of the library: no libcuda at link time (they dlopen
+# it and use cuGetProcAddress_v2, as libcudart does).
+$(BUILD)/tests/preload_%: $(BUILD)/obj/tests/preload/%.o
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(SAN) -o $@ $< $$(pkg-config --libs check) -ldl -lpthread
+
 $(BUILD)/memsaver.pc: Makefile
 	@mkdir -p $(dir $@)
 	$(Q)printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: memsaver\nDescription: release and restore GPU memory of unmodified CUDA engines\nVersion: %s\nLibs: -L$${libdir} -lmemsaver\nCflags: -I$${includedir}\n' \
 		'$(PREFIX)' '$(VERSION)' > $@
 
 test: deps
-	$(Q)$(MAKE) --no-print-directory all $(UNIT_BINS) $(FAKE_TEST_BINS)
+	$(Q)$(MAKE) --no-print-directory all $(UNIT_BINS) $(FAKE_TEST_BINS) $(PRELOAD_TEST_BINS)
 	$(Q)BUILD=$(BUILD) tests/run.sh
 
 sanitize: deps
