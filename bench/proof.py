@@ -158,7 +158,7 @@ def main():
             _, st, _ = ctl(ms, pid, "status")
             status = json.loads(st) if st.strip().startswith("{") else {}
             lp = status.get("last_pause") or {}
-            pauses.append(lp.get("ms"))
+            pauses.append(lp)
             if c == 0:
                 used_before_first = u0
                 rr, rtxt, _ = ctl(ms, pid, "report", "-o", os.path.join(out, "engine-report-paused.json"))
@@ -174,7 +174,7 @@ def main():
             rc2, txt2, _ = ctl(ms, pid, "resume")
             _, st, _ = ctl(ms, pid, "status")
             status = json.loads(st) if st.strip().startswith("{") else {}
-            resumes.append((status.get("last_resume") or {}).get("ms"))
+            resumes.append(status.get("last_resume") or {})
             if rc2 != 0:
                 emit(bench="cycle", cycle=c, error="resume failed: " + txt2[-400:])
             open(os.path.join(hold_dir, f"go.{c}"), "w").close()
@@ -196,11 +196,26 @@ def main():
     equal = [c.get("bitwise_equal") for c in cycles]
     emit(bench="parity", cycles=len(cycles), all_bitwise_equal=bool(equal) and all(equal),
          engine_exit=rc, mismatched=[c for c in cycles if not c.get("bitwise_equal")][:3])
-    pv = [x for x in pauses if x is not None]
-    rv = [x for x in resumes if x is not None]
-    emit(bench="latency", pause_ms=pv, resume_ms=rv,
-         pause_ms_median=sorted(pv)[len(pv) // 2] if pv else None,
-         resume_ms_median=sorted(rv)[len(rv) // 2] if rv else None)
+    def med(xs):
+        xs = sorted(x for x in xs if x is not None)
+        return round(xs[len(xs) // 2], 3) if xs else None
+
+    def gbps(t, kind):
+        return t.get(kind + "_bytes", 0) / (t["copy_ms"] / 1e3) / 1e9 if t.get("copy_ms") else None
+
+    steady_p, steady_r = pauses[1:] or pauses, resumes[1:] or resumes
+    emit(bench="latency", pause_ms=[round(p.get("ms", 0), 2) for p in pauses],
+         resume_ms=[round(r.get("ms", 0), 2) for r in resumes],
+         first_pause_ms=pauses[0].get("ms") if pauses else None,
+         pause_ms_median=med(p.get("ms") for p in steady_p), resume_ms_median=med(r.get("ms") for r in steady_r),
+         pause_copy_ms_median=med(p.get("copy_ms") for p in steady_p),
+         pause_unmap_ms_median=med(p.get("unmap_ms") for p in steady_p),
+         resume_map_ms_median=med(r.get("map_ms") for r in steady_r),
+         resume_copy_ms_median=med(r.get("copy_ms") for r in steady_r),
+         backup_bytes=steady_p[0].get("backup_bytes") if steady_p else None,
+         backup_gbps_median=med(gbps(p, "backup") for p in steady_p),
+         restore_gbps_median=med(gbps(r, "restore") for r in steady_r),
+         pinned_dtoh_gbps=copy.get("dtoh_gbps"), pinned_htod_gbps=copy.get("htod_gbps"))
     if base and ready:
         emit(bench="overhead", decode_step_ms_plain=base["decode_step_ms"],
              decode_step_ms_memsaver=ready["decode_step_ms"],

@@ -12,12 +12,15 @@
 
 #include "regions.h"
 
-/* Device -> host for every region in list (backup buffers allocated as
- * needed), then wait.  0 or the first failing CUresult. */
+/* Device -> host of each region's kept range (keep_off, keep_len; backup
+ * buffers allocated as needed), then wait.  0 or the first failing CUresult. */
 CUresult _msv_copy_out(struct msv_region **list, size_t n);
 /* Host -> device from each region's backup, then wait. */
 CUresult _msv_copy_in(struct msv_region **list, size_t n);
 /* Zero-fill the regions, then wait. */
 CUresult _msv_copy_zero(struct msv_region **list, size_t n);
+/* Pin the host backup of the region at va in the background (its keep_len
+ * must be set); a pause that comes first pins it itself.  Never blocks. */
+void _msv_copy_prepin(CUdeviceptr va);
 
 #endif

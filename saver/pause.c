@@ -159,9 +159,9 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 	uint64_t backup_bytes = 0;
 	struct msv_region **bl = calloc(n ? n : 1, sizeof(*bl));
 	for (size_t i = 0; bl && i < n; i++)
-		if (_msv_policy_action(_msv_tracer_policy(), list[i]->cat) == MSV_ACT_BACKUP) {
+		if (_msv_region_keep(list[i], _msv_policy_action(_msv_tracer_policy(), list[i]->cat))) {
 			bl[nb++] = list[i];
-			backup_bytes += list[i]->size;
+			backup_bytes += list[i]->keep_len;
 		}
 	uint64_t c0 = _msv_now_ns();
 	cr = bl ? _msv_copy_out(bl, nb) : CUDA_ERROR_OUT_OF_MEMORY;
@@ -173,7 +173,7 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 		record(MSV_REC_PAUSE, mask, 0, _msv_now_ns() - t0, 0, copy_ns, 0);
 		goto unlock;
 	}
-	uint64_t released = 0;
+	uint64_t released = 0, u0 = _msv_now_ns();
 	for (size_t i = 0; i < n; i++) {
 		cr = _msv_region_unmap(list[i]);
 		if (cr != CUDA_SUCCESS) {
@@ -189,6 +189,7 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 	/* Even a partial pause is a pause: what was released must come back
 	 * with the next resume, and a second pause releases the rest. */
 	paused_mask |= mask;
+	uint64_t unmap_ns = _msv_now_ns() - u0;
 	uint64_t trimmed = 0;
 	if (rc == 0)
 		_msv_trim_context(list, n, &trimmed);
@@ -198,9 +199,11 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 	record(MSV_REC_PAUSE, mask, released, dur, backup_bytes, copy_ns, rc == 0);
 	_msv_tracer_phase("pause");
 	last_pause = (struct msv_timing){.t_ns = t0, .dur_ns = dur, .bytes = released,
-					 .copy_bytes = backup_bytes, .copy_ns = copy_ns, .ok = rc == 0, .valid = 1};
-	MSV_INFO("paused %s: %zu regions, %llu bytes released, %llu backed up, %.1f ms", cats, n,
-		 (unsigned long long)released, (unsigned long long)backup_bytes, dur / 1e6);
+					 .copy_bytes = backup_bytes, .copy_ns = copy_ns, .map_ns = unmap_ns,
+					 .ok = rc == 0, .valid = 1};
+	MSV_INFO("paused %s: %zu regions, %llu bytes released, %llu backed up; %.1f ms (copy %.1f, unmap %.1f)",
+		 cats, n, (unsigned long long)released, (unsigned long long)backup_bytes, dur / 1e6, copy_ns / 1e6,
+		 unmap_ns / 1e6);
 unlock:
 	pop_ctx(pushed);
 	_msv_regions_unlock();
@@ -246,8 +249,10 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 	for (size_t i = 0; i < n; i++)
 		need += list[i]->mapped;
 	CUresult cr = CUDA_SUCCESS;
+	uint64_t m0 = _msv_now_ns();
 	for (size_t i = 0; i < n && cr == CUDA_SUCCESS; i++)
 		cr = _msv_region_map(list[i]);
+	uint64_t map_ns = _msv_now_ns() - m0;
 	if (cr != CUDA_SUCCESS) {
 		rollback(list, n);
 		size_t fr = 0, tot = 0;
@@ -273,9 +278,11 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 		 * promises zeros, so they are written, not assumed. */
 		if (a == MSV_ACT_ZERO)
 			zl[nz++] = list[i];
-		else if (a == MSV_ACT_BACKUP && list[i]->backup) {
+		/* Then what the pause kept: whole backups, and the segment
+		 * tails of discard and zero regions (after their zero fill). */
+		if (list[i]->backup && list[i]->keep_len) {
 			bl[nb++] = list[i];
-			restore_bytes += list[i]->size;
+			restore_bytes += list[i]->keep_len;
 		}
 	}
 	uint64_t c0 = _msv_now_ns();
@@ -300,8 +307,10 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 	record(MSV_REC_RESUME, mask, need, dur, restore_bytes, copy_ns, 1);
 	_msv_tracer_phase("resume");
 	last_resume = (struct msv_timing){.t_ns = t0, .dur_ns = dur, .bytes = need,
-					  .copy_bytes = restore_bytes, .copy_ns = copy_ns, .ok = 1, .valid = 1};
-	MSV_INFO("resumed %s: %zu regions, %llu bytes, %.1f ms", cats, n, (unsigned long long)need, dur / 1e6);
+					  .copy_bytes = restore_bytes, .copy_ns = copy_ns, .map_ns = map_ns,
+					  .ok = 1, .valid = 1};
+	MSV_INFO("resumed %s: %zu regions, %llu bytes; %.1f ms (map %.1f, zero+restore %.1f)", cats, n,
+		 (unsigned long long)need, dur / 1e6, map_ns / 1e6, copy_ns / 1e6);
 unlock:
 	if (rc != 0)
 		_msv_retrim_context();

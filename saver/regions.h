@@ -26,8 +26,9 @@ struct msv_region {
 	enum msv_category cat;
 	int wrapped;          /* 1 = VMM region; 0 = pass-through allocation */
 	int resident;         /* physical memory mapped */
-	void *backup;         /* host copy while paused (backup action), or NULL */
+	void *backup;         /* host copy of [keep_off, keep_off + keep_len), or NULL */
 	int backup_pinned;    /* backup came from cuMemHostAlloc */
+	size_t keep_off, keep_len; /* what a pause keeps: see _msv_region_keep */
 	UT_hash_handle hh;
 };
 
@@ -55,6 +56,15 @@ struct msv_region *_msv_regions_take(CUdeviceptr va);
 CUresult _msv_region_destroy(struct msv_region *r);
 /* The wrapped region containing addr (interior pointers too), or NULL.  Locked. */
 struct msv_region *_msv_regions_find(CUdeviceptr addr);
+
+/* Set r->keep_off/keep_len for a pause under `action`: backup keeps the
+ * whole allocation; discard and zero keep the segment tail a caching
+ * allocator may have handed to other tensors (PyTorch rounds segments over
+ * 20 MiB up to 2 MiB and splits the rest off for later tensors, so the last
+ * 2 MiB of such a segment may hold live data of another category; its
+ * 2 MiB and 20 MiB segments are shared outright and are kept whole).
+ * keep returns the bytes kept. */
+size_t _msv_region_keep(struct msv_region *r, int action);
 
 /* Granularity of the device (cached); 2 MiB when unknown. */
 size_t _msv_granularity(CUdevice dev);

@@ -6,6 +6,7 @@
 #include <cuda.h>
 #include <string.h>
 
+#include "copy.h"
 #include "hooks.h"
 #include "regions.h"
 #include "tracer/driver.h"
@@ -74,6 +75,19 @@ static int stream_capturing(CUstream s)
 	       st == CU_STREAM_CAPTURE_STATUS_ACTIVE;
 }
 
+/* Pin the host side of what a pause will keep, off the allocating thread. */
+static void prepare_backup(CUdeviceptr va, enum msv_category cat)
+{
+	if (!_msv_options()->prepin)
+		return;
+	_msv_regions_lock();
+	struct msv_region *r = _msv_regions_find(va);
+	size_t keep = r ? _msv_region_keep(r, _msv_policy_action(_msv_tracer_policy(), cat)) : 0;
+	_msv_regions_unlock();
+	if (keep)
+		_msv_copy_prepin(va);
+}
+
 /* The allocation path: classify, then redirect or pass through. */
 static CUresult w_cuMemAlloc_v2(CUdeviceptr *dptr, size_t size)
 {
@@ -88,6 +102,7 @@ static CUresult w_cuMemAlloc_v2(CUdeviceptr *dptr, size_t size)
 		CUresult r = _msv_region_create(size, d.cat, dptr, &mapped);
 		if (r == CUDA_SUCCESS) {
 			_msv_tracer_alloc(&d, MSV_API_MEM_ALLOC, *dptr, size, mapped, 0, MSV_F_WRAPPED);
+			prepare_backup(*dptr, d.cat);
 			return CUDA_SUCCESS;
 		}
 		/* Fall back to a plain allocation: the engine keeps working and
@@ -115,7 +130,7 @@ static CUresult w_cuMemFree_v2(CUdeviceptr p)
 		return real_cuMemFree_v2(p);
 	if (!r->wrapped) {
 		CUresult rc = CALL(real_cuMemFree_v2(p));
-		_msv_tracer_free(MSV_API_MEM_FREE, p, r->size, r->cat);
+		_msv_tracer_free(MSV_API_MEM_FREE, p, r->size, r->size, r->cat);
 		_msv_region_destroy(r);
 		return rc;
 	}
@@ -124,12 +139,12 @@ static CUresult w_cuMemFree_v2(CUdeviceptr p)
 	const struct msv_driver *d = _msv_drv();
 	if (r->resident)
 		CALL(d->cuCtxSynchronize());
-	size_t size = r->size;
+	size_t size = r->size, mapped = r->mapped;
 	int cat = r->cat;
 	CUresult rc = _msv_region_destroy(r);
 	if (rc != CUDA_SUCCESS)
 		MSV_WARN("releasing a wrapped region at 0x%llx failed: %s", (unsigned long long)p, _msv_cu_error(rc));
-	_msv_tracer_free(MSV_API_MEM_FREE, p, size, cat);
+	_msv_tracer_free(MSV_API_MEM_FREE, p, size, mapped, cat);
 	return CUDA_SUCCESS;
 }
 

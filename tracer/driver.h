@@ -55,7 +55,8 @@
 	X(cuEventDestroy)                 \
 	X(cuMemHostAlloc)                 \
 	X(cuMemFreeHost)                  \
-	X(cuStreamGetCaptureInfo)
+	X(cuStreamGetCaptureInfo)         \
+	X(cuThreadExchangeStreamCaptureMode)
 
 struct msv_driver {
 #define MSV_X(n) __typeof__(&n) n;

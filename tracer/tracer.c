@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -383,11 +384,22 @@ void _msv_tracer_decide(uint64_t bytes, int stream_capturing, struct msv_decisio
 	d->site = _msv_trace_intern(T.log, lib);
 }
 
+/* Device bytes the recorded allocations hold (mapped size for wrapped ones):
+ * a device-memory delta minus the change of this counter is what the driver
+ * took for itself. */
+static atomic_llong allocated_bytes;
+
+uint64_t _msv_tracer_allocated(void)
+{
+	return (uint64_t)atomic_load(&allocated_bytes);
+}
+
 void _msv_tracer_alloc(const struct msv_decision *d, int api, uint64_t addr, uint64_t size,
 		       uint64_t mapped, uint64_t stream, uint8_t flags)
 {
 	if (T.state != 1)
 		return;
+	atomic_fetch_add(&allocated_bytes, (long long)(mapped ? mapped : size));
 	CUdevice dev = 0;
 	const struct msv_driver *dv = _msv_drv();
 	if (dv && dv->cuCtxGetDevice)
@@ -399,10 +411,11 @@ void _msv_tracer_alloc(const struct msv_decision *d, int api, uint64_t addr, uin
 	_msv_trace_append(T.log, &r);
 }
 
-void _msv_tracer_free(int api, uint64_t addr, uint64_t size, int cat)
+void _msv_tracer_free(int api, uint64_t addr, uint64_t size, uint64_t held, int cat)
 {
 	if (T.state != 1)
 		return;
+	atomic_fetch_sub(&allocated_bytes, (long long)held);
 	struct msv_rec r = {.type = MSV_REC_FREE, .api = (uint8_t)api, .addr = addr, .size = size,
 			    .category = (uint8_t)cat};
 	_msv_trace_append(T.log, &r);

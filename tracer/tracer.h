@@ -40,7 +40,11 @@ void _msv_tracer_decide(uint64_t bytes, int stream_capturing, struct msv_decisio
 /* Record an allocation (flags adds MSV_F_WRAPPED etc. to the decision's). */
 void _msv_tracer_alloc(const struct msv_decision *d, int api, uint64_t addr, uint64_t size,
 		       uint64_t mapped, uint64_t stream, uint8_t flags);
-void _msv_tracer_free(int api, uint64_t addr, uint64_t size, int cat);
+/* size: the bytes asked for; held: the device bytes it held (mapped size
+ * when wrapped; 0 when unknown). */
+void _msv_tracer_free(int api, uint64_t addr, uint64_t size, uint64_t held, int cat);
+/* Device bytes held by recorded, live allocations. */
+uint64_t _msv_tracer_allocated(void);
 /* App-owned VMM. */
 void _msv_tracer_vmm(int type, uint64_t addr, uint64_t size, uint64_t handle);
 
