@@ -82,7 +82,7 @@ static uint64_t proc_bytes(nvmlDevice_t d)
 	return 0;
 }
 
-int _msv_nvml_reading(const char *pci_bus_id, unsigned index, struct msv_reading *r)
+static int nvml_reading(const char *pci_bus_id, unsigned index, struct msv_reading *r, int with_proc)
 {
 	nvmlDevice_t d;
 	nvmlMemory_t m;
@@ -90,11 +90,21 @@ int _msv_nvml_reading(const char *pci_bus_id, unsigned index, struct msv_reading
 		return -ENOENT;
 	r->total = m.total;
 	r->used = m.used;
-	r->proc_used = proc_bytes(d);
+	r->proc_used = with_proc ? proc_bytes(d) : MSV_NO_VALUE;
 	return 0;
 }
 
-int _msv_reading_current(struct msv_reading *r)
+int _msv_nvml_reading(const char *pci_bus_id, unsigned index, struct msv_reading *r)
+{
+	return nvml_reading(pci_bus_id, index, r, 1);
+}
+
+int _msv_nvml_reading_fast(const char *pci_bus_id, unsigned index, struct msv_reading *r)
+{
+	return nvml_reading(pci_bus_id, index, r, 0);
+}
+
+static int reading_current(struct msv_reading *r, int with_proc)
 {
 	const struct msv_driver *dv = _msv_drv();
 	r->total = r->used = r->proc_used = MSV_NO_VALUE;
@@ -106,7 +116,7 @@ int _msv_reading_current(struct msv_reading *r)
 	char pci[32];
 	if (dv->cuCtxGetDevice && dv->cuCtxGetDevice(&dev) == CUDA_SUCCESS && dv->cuDeviceGetPCIBusId &&
 	    dv->cuDeviceGetPCIBusId(pci, sizeof(pci), dev) == CUDA_SUCCESS &&
-	    _msv_nvml_reading(pci, (unsigned)dev, r) == 0)
+	    nvml_reading(pci, (unsigned)dev, r, with_proc) == 0)
 		return 0;
 	size_t fr = 0, tot = 0;
 	if (!dv->cuMemGetInfo || dv->cuMemGetInfo(&fr, &tot) != CUDA_SUCCESS)
@@ -114,4 +124,14 @@ int _msv_reading_current(struct msv_reading *r)
 	r->total = tot;
 	r->used = tot - fr;
 	return 0;
+}
+
+int _msv_reading_current(struct msv_reading *r)
+{
+	return reading_current(r, 1);
+}
+
+int _msv_reading_current_fast(struct msv_reading *r)
+{
+	return reading_current(r, 0);
 }

@@ -19,8 +19,13 @@ int _msv_nvml_init(void);
  * ordinal without CUDA_VISIBLE_DEVICES remapping is unknown, so pass the
  * PCI bus id when known, else NULL for index).  Returns 0 or -ENOENT. */
 int _msv_nvml_reading(const char *pci_bus_id, unsigned index, struct msv_reading *r);
+/* The same without the per-process figure (proc_used = MSV_NO_VALUE): listing
+ * the device's processes costs milliseconds, a plain reading microseconds. */
+int _msv_nvml_reading_fast(const char *pci_bus_id, unsigned index, struct msv_reading *r);
 /* A reading for the current context's device: NVML when present (the same
  * source as the baseline), else cuMemGetInfo.  Returns 0 or a negative error. */
 int _msv_reading_current(struct msv_reading *r);
+/* Device used bytes only (no per-process figure): for deltas on hot paths. */
+int _msv_reading_current_fast(struct msv_reading *r);
 
 #endif

@@ -188,7 +188,7 @@ void _msv_tracer_baseline(void)
 		}
 		if (_msv_nvml_init() == 0)
 			for (unsigned i = 0; i < MSV_MAX_DEVICES; i++)
-				if (_msv_nvml_reading(NULL, i, &baseline[i]) != 0)
+				if (_msv_nvml_reading_fast(NULL, i, &baseline[i]) != 0)
 					break;
 	}
 	pthread_mutex_unlock(&T.lock);
@@ -198,7 +198,7 @@ uint64_t _msv_tracer_used_now(void)
 {
 	struct msv_reading r;
 	MSV_BUSY_BEGIN();
-	int rc = _msv_reading_current(&r);
+	int rc = _msv_reading_current_fast(&r);
 	MSV_BUSY_END();
 	return rc == 0 ? r.used : MSV_NO_VALUE;
 }
