@@ -60,6 +60,8 @@ PRELOAD_TEST_BINS := $(patsubst tests/preload/%.c,$(BUILD)/tests/preload_%,$(PRE
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bin/bench-%,$(wildcard bench/*.c))
 
 .PHONY: all test demo gpu-test bench install clean sanitize deps help
+# Keep objects of test and bench programs (make would delete them as intermediates).
+.SECONDARY:
 all: $(LIB) $(CLI) $(DEMO) $(FAKE_DRIVER) $(FAKE_CUPTI) $(FAKE_NVML) $(BUILD)/memsaver.pc $(BENCH_BINS)
 
 help:

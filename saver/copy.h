@@ -15,12 +15,17 @@
 /* Device -> host of each region's kept range (keep_off, keep_len; backup
  * buffers allocated as needed), then wait.  0 or the first failing CUresult. */
 CUresult _msv_copy_out(struct msv_region **list, size_t n);
-/* Host -> device from each region's backup, then wait. */
-CUresult _msv_copy_in(struct msv_region **list, size_t n);
-/* Zero-fill the regions, then wait. */
-CUresult _msv_copy_zero(struct msv_region **list, size_t n);
+/* Host -> device from each region's backup into its kept range; returns
+ * once issued (see _msv_copy_wait). */
+CUresult _msv_copy_in_async(struct msv_region **list, size_t n);
+/* Zero-fill each region up to its kept tail; returns once issued. */
+CUresult _msv_copy_zero_async(struct msv_region **list, size_t n);
+/* Wait for every issued copy and fill; the first failure, if any. */
+CUresult _msv_copy_wait(void);
 /* Pin the host backup of the region at va in the background (its keep_len
  * must be set); a pause that comes first pins it itself.  Never blocks. */
 void _msv_copy_prepin(CUdeviceptr va);
+/* Called on every allocation: background pinning waits for a quiet moment. */
+void _msv_copy_note_alloc(void);
 
 #endif

@@ -336,6 +336,26 @@ static void join(char *out, size_t len, const char *sep, const char *item)
 	snprintf(out + o, len - o, "%s", item);
 }
 
+/* An allocation site tends to repeat (a loop of cudaMalloc from one place):
+ * the id of the thread's last string of each kind skips the shared table. */
+struct last_string {
+	uint32_t id;
+	char s[32 * MSV_PYFRAME_LEN];
+};
+static __thread struct last_string last_nvtx, last_py, last_lib;
+
+static uint32_t intern_cached(struct last_string *c, const char *s)
+{
+	if (c->id && strcmp(c->s, s) == 0)
+		return c->id;
+	uint32_t id = _msv_trace_intern(T.log, s);
+	if (id && strlen(s) < sizeof(c->s)) {
+		strcpy(c->s, s);
+		c->id = id;
+	}
+	return id;
+}
+
 void _msv_tracer_decide(uint64_t bytes, int stream_capturing, struct msv_decision *d)
 {
 	memset(d, 0, sizeof(*d));
@@ -375,13 +395,13 @@ void _msv_tracer_decide(uint64_t bytes, int stream_capturing, struct msv_decisio
 	buf[0] = '\0';
 	for (size_t i = 0; i < n_nvtx; i++)
 		join(buf, sizeof(buf), "/", nvtx[i]);
-	d->nvtx = _msv_trace_intern(T.log, buf);
+	d->nvtx = intern_cached(&last_nvtx, buf);
 	static __thread char pbuf[32 * MSV_PYFRAME_LEN];
 	pbuf[0] = '\0';
 	for (int i = 0; i < n_py; i++)
 		join(pbuf, sizeof(pbuf), "\n", py[i]);
-	d->pysite = _msv_trace_intern(T.log, pbuf);
-	d->site = _msv_trace_intern(T.log, lib);
+	d->pysite = intern_cached(&last_py, pbuf);
+	d->site = intern_cached(&last_lib, lib);
 }
 
 /* Device bytes the recorded allocations hold (mapped size for wrapped ones):
