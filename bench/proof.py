@@ -100,15 +100,20 @@ def main():
                        text=True, timeout=300)
     copy = (json_lines(p.stdout) or [{}])[0]
     emit(**copy) if copy else emit(bench="pinned_copy", error=p.stderr[-500:])
+    # Alternating rounds, best of each mode: the machine's own drift between
+    # runs (62 vs 75 us plain, seen on one H200) is larger than the effect.
     pairs = {}
-    for name, pre in (("plain", []), ("memsaver_no_python", [ms, "run", "--no-python", "--"]),
-                      ("memsaver_python", [ms, "run", "--"])):
-        p = subprocess.run(pre + [sys.executable, os.path.join(ROOT, "bench/alloc_pairs.py"), "20000"],
-                           capture_output=True, text=True, timeout=300)
-        r = (json_lines(p.stdout) or [{}])[0]
-        pairs[name] = r.get("us_per_pair")
-        if not r:
-            emit(bench="alloc_pairs", mode=name, error=p.stderr[-800:])
+    modes = (("plain", []), ("memsaver_no_python", [ms, "run", "--no-python", "--"]),
+             ("memsaver_python", [ms, "run", "--"]))
+    for _ in range(3):
+        for name, pre in modes:
+            p = subprocess.run(pre + [sys.executable, os.path.join(ROOT, "bench/alloc_pairs.py"), "20000"],
+                               capture_output=True, text=True, timeout=300)
+            r = (json_lines(p.stdout) or [{}])[0]
+            if not r:
+                emit(bench="alloc_pairs", mode=name, error=p.stderr[-800:])
+            elif pairs.get(name) is None or r["us_per_pair"] < pairs[name]:
+                pairs[name] = r["us_per_pair"]
     if pairs.get("plain"):
         emit(bench="alloc_pairs", us_per_pair=pairs,
              overhead_no_python=round(pairs["memsaver_no_python"] / pairs["plain"] - 1, 4)
@@ -126,7 +131,7 @@ def main():
     # 3. The engine under memsaver: pause/resume cycles with parity checks.
     hold_dir = tempfile.mkdtemp(prefix="memsaver-hold.")
     trace, report = os.path.join(out, "engine.trace"), os.path.join(out, "engine-report.json")
-    cmd = [ms, "run", "-p", POLICY, "--trace", trace, "-o", report, "--", sys.executable, ENGINE,
+    cmd = [ms, "run", "--log", "info", "-p", POLICY, "--trace", trace, "-o", report, "--", sys.executable, ENGINE,
            "--cycles", str(args.cycles), "--hold-dir", hold_dir] + engine_args
     elog = open(os.path.join(out, "engine-memsaver.log"), "w")
     eng = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=elog, text=True)

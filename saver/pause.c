@@ -248,73 +248,48 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 	uint64_t need = 0;
 	for (size_t i = 0; i < n; i++)
 		need += list[i]->mapped;
-	/* Regions whose contents come back are mapped first and their copies
-	 * issued; the discarded ones (the KV pool: most of the bytes, most of
-	 * the mapping time) are mapped while those copies run. */
+	/* Map everything, then fill and restore.  Overlapping the copies with
+	 * the mapping was measured on an H200 and gained nothing: the driver
+	 * serializes them. */
 	const struct msv_policy *pol = _msv_tracer_policy();
-	struct msv_region **first = calloc(n ? n : 1, sizeof(*first)), **later = calloc(n ? n : 1, sizeof(*later));
 	struct msv_region **zl = calloc(n ? n : 1, sizeof(*zl)), **bl = calloc(n ? n : 1, sizeof(*bl));
-	size_t nf = 0, nl = 0, nz = 0, nb = 0;
-	uint64_t restore_bytes = 0;
-	CUresult cr = first && later && zl && bl ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+	size_t nz = 0, nb = 0;
+	uint64_t restore_bytes = 0, slowest_ns = 0, slowest_bytes = 0;
+	CUresult cr = zl && bl ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
 	for (size_t i = 0; cr == CUDA_SUCCESS && i < n; i++) {
-		enum msv_action a = _msv_policy_action(pol, list[i]->cat);
-		if (a == MSV_ACT_DISCARD)
-			later[nl++] = list[i];
-		else
-			first[nf++] = list[i];
 		/* Fresh physical pages hold whatever the driver gives; `zero`
 		 * promises zeros, so they are written, not assumed. */
-		if (a == MSV_ACT_ZERO)
+		if (_msv_policy_action(pol, list[i]->cat) == MSV_ACT_ZERO)
 			zl[nz++] = list[i];
-		/* Then what the pause kept: whole backups, and the segment
-		 * tails of discard and zero regions. */
+		/* Whole backups, and the segment tails of discard and zero regions. */
 		if (list[i]->backup && list[i]->keep_len) {
 			bl[nb++] = list[i];
 			restore_bytes += list[i]->keep_len;
 		}
 	}
-	uint64_t m0 = _msv_now_ns(), map_ns = 0, c0, copy_ns = 0;
-	for (size_t i = 0; i < nf && cr == CUDA_SUCCESS; i++)
-		cr = _msv_region_map(first[i]);
-	int map_failed = cr != CUDA_SUCCESS;
-	c0 = _msv_now_ns();
+	uint64_t m0 = _msv_now_ns();
+	int map_failed = 0;
+	for (size_t i = 0; i < n && cr == CUDA_SUCCESS; i++) {
+		uint64_t r0 = _msv_now_ns();
+		cr = _msv_region_map(list[i]);
+		map_failed = cr != CUDA_SUCCESS;
+		if (_msv_now_ns() - r0 > slowest_ns)
+			slowest_ns = _msv_now_ns() - r0, slowest_bytes = list[i]->mapped;
+	}
+	uint64_t map_ns = _msv_now_ns() - m0, c0 = _msv_now_ns();
 	if (cr == CUDA_SUCCESS)
 		cr = _msv_copy_zero_async(zl, nz);
-	/* Restores of the regions already mapped go now, the tails of the
-	 * discarded ones once those are mapped. */
-	struct msv_region **bf = calloc(nb ? nb : 1, sizeof(*bf)), **bd = calloc(nb ? nb : 1, sizeof(*bd));
-	size_t nbf = 0, nbd = 0;
-	for (size_t i = 0; bf && bd && i < nb; i++) {
-		if (_msv_policy_action(pol, bl[i]->cat) == MSV_ACT_DISCARD)
-			bd[nbd++] = bl[i];
-		else
-			bf[nbf++] = bl[i];
-	}
-	if (cr == CUDA_SUCCESS && (!bf || !bd))
-		cr = CUDA_ERROR_OUT_OF_MEMORY;
 	if (cr == CUDA_SUCCESS)
-		cr = _msv_copy_in_async(bf, nbf);
-	CUresult map_rc = CUDA_SUCCESS;
-	for (size_t i = 0; i < nl && cr == CUDA_SUCCESS && map_rc == CUDA_SUCCESS; i++)
-		map_rc = _msv_region_map(later[i]);
-	map_ns = _msv_now_ns() - m0;
-	if (cr == CUDA_SUCCESS && map_rc == CUDA_SUCCESS)
-		cr = _msv_copy_in_async(bd, nbd);
+		cr = _msv_copy_in_async(bl, nb);
 	/* Nothing is unmapped while a copy into it may still run. */
 	CUresult wr = _msv_copy_wait();
-	copy_ns = _msv_now_ns() - c0;
-	map_failed |= map_rc != CUDA_SUCCESS;
-	if (cr == CUDA_SUCCESS)
-		cr = map_rc;
 	if (cr == CUDA_SUCCESS)
 		cr = wr;
-	free(first);
-	free(later);
+	uint64_t copy_ns = _msv_now_ns() - c0;
 	free(zl);
 	free(bl);
-	free(bf);
-	free(bd);
+	MSV_DEBUG("resume: slowest region map %.2f ms for %llu bytes", slowest_ns / 1e6,
+		  (unsigned long long)slowest_bytes);
 	if (cr != CUDA_SUCCESS) {
 		rollback(list, n);
 		size_t fr = 0, tot = 0;

@@ -23,7 +23,8 @@ struct msv_options {
 	uint64_t staging_bytes; /* MEMSAVER_STAGING: pinned staging pool for backups */
 	uint64_t chunk_bytes;   /* MEMSAVER_CHUNK: one staged copy */
 	int streams;            /* MEMSAVER_STREAMS: copy streams for backup/restore */
-	int prepin;             /* MEMSAVER_PREPIN: pin backups in the background at allocation */
+	int prepin;             /* MEMSAVER_PREPIN: pin backups in the background before the first
+	                           pause (fast first pause; pinning competes with the engine) */
 };
 
 /* Parse the environment (first call) and return the options. */
