@@ -83,10 +83,8 @@ static CUresult run(struct msv_region **list, size_t n, enum dir dir, int wait)
 			rc = ensure_backup(d, r);
 		/* Chunks round-robin over the streams: both copy engines and
 		 * several DMA queues stay busy on large regions. */
-		/* A zero fill stops where the kept tail starts: the tail is
-		 * restored, and two streams must never write the same bytes. */
 		size_t lo = dir == ZERO ? 0 : r->keep_off;
-		size_t hi = dir == ZERO ? (r->keep_len ? r->keep_off : r->size) : r->keep_off + r->keep_len;
+		size_t hi = dir == ZERO ? r->size : r->keep_off + r->keep_len;
 		for (size_t off = lo, k = 0; rc == CUDA_SUCCESS && off < hi; off += chunk, k++) {
 			size_t len = hi - off < chunk ? hi - off : chunk;
 			CUstream st = ns ? s[k % (size_t)ns] : NULL;

@@ -196,9 +196,9 @@ size_t _msv_region_keep(struct msv_region *r, int action)
 {
 	r->keep_off = 0;
 	r->keep_len = 0;
-	if (action == MSV_ACT_BACKUP || r->size == 2 * MIB || r->size == 20 * MIB) {
+	if (action == MSV_ACT_BACKUP || (action == MSV_ACT_DISCARD && (r->size == 2 * MIB || r->size == 20 * MIB))) {
 		r->keep_len = r->size;
-	} else if ((action == MSV_ACT_DISCARD || action == MSV_ACT_ZERO) && r->size > 20 * MIB) {
+	} else if (action == MSV_ACT_DISCARD && r->size > 20 * MIB) {
 		r->keep_off = r->size - 2 * MIB;
 		r->keep_len = 2 * MIB;
 	}

@@ -58,12 +58,12 @@ CUresult _msv_region_destroy(struct msv_region *r);
 struct msv_region *_msv_regions_find(CUdeviceptr addr);
 
 /* Set r->keep_off/keep_len for a pause under `action`: backup keeps the
- * whole allocation; discard and zero keep the segment tail a caching
- * allocator may have handed to other tensors (PyTorch rounds segments over
- * 20 MiB up to 2 MiB and splits the rest off for later tensors, so the last
- * 2 MiB of such a segment may hold live data of another category; its
- * 2 MiB and 20 MiB segments are shared outright and are kept whole).
- * keep returns the bytes kept. */
+ * whole allocation; discard keeps the segment tail a caching allocator may
+ * have handed to other tensors (PyTorch rounds segments over 20 MiB up to
+ * 2 MiB and splits the rest off for later tensors, so the last 2 MiB of
+ * such a segment may hold live data of another category; its 2 MiB and
+ * 20 MiB segments are shared outright and are kept whole).  zero keeps
+ * nothing: it promises zeros.  Returns the bytes kept. */
 size_t _msv_region_keep(struct msv_region *r, int action);
 
 /* Granularity of the device (cached); 2 MiB when unknown. */

@@ -181,6 +181,27 @@ START_TEST(test_wrap_failure)
 }
 END_TEST
 
+/* A discarded segment keeps its last 2 MiB: PyTorch's caching allocator
+ * hands the tail of a segment over 20 MiB to later tensors of any category
+ * (seen on an H200: a bs=32 index tensor inside the KV pool's segment). */
+START_TEST(test_discard_keeps_segment_tail)
+{
+	cuda_up();
+	CUdeviceptr kv;
+	size_t size = 64 * MiB + 4096;
+	ck_assert_int_eq(D.region_begin("kv"), 0);
+	CU_OK(D.alloc(&kv, size));
+	ck_assert_int_eq(D.region_end(), 0);
+	fill(kv + size - 2 * MiB, 2 * MiB, 9);
+	fill(kv, 4096, 5);
+	ck_assert_int_eq(D.pause("kv"), 0);
+	ck_assert_int_eq(D.resume("kv"), 0);
+	ck_assert_msg(check(kv + size - 2 * MiB, 2 * MiB, 9), "segment tail lost by discard");
+	ck_assert_msg(!check(kv, 4096, 5), "the head of a discarded region came back: not discarded");
+	CU_OK(D.free(kv));
+}
+END_TEST
+
 /* Many threads allocating at once lose no event. */
 #define NTHREADS 8
 #define PAIRS 200
@@ -229,6 +250,7 @@ int main(void)
 	tcase_add_test(tc, test_ipc_refused);
 	tcase_add_test(tc, test_region_overrides);
 	tcase_add_test(tc, test_free_while_paused);
+	tcase_add_test(tc, test_discard_keeps_segment_tail);
 	tcase_add_test(tc, test_wrap_failure);
 	tcase_add_test(tc, test_threads_lose_nothing);
 	suite_add_tcase(s, tc);
