@@ -131,7 +131,7 @@ def main():
     # 3. The engine under memsaver: pause/resume cycles with parity checks.
     hold_dir = tempfile.mkdtemp(prefix="memsaver-hold.")
     trace, report = os.path.join(out, "engine.trace"), os.path.join(out, "engine-report.json")
-    cmd = [ms, "run", "--log", "info", "-p", POLICY, "--trace", trace, "-o", report, "--", sys.executable, ENGINE,
+    cmd = [ms, "run", "--log", os.environ.get("BENCH_LOG", "info"), "-p", POLICY, "--trace", trace, "-o", report, "--", sys.executable, ENGINE,
            "--cycles", str(args.cycles), "--hold-dir", hold_dir] + engine_args
     elog = open(os.path.join(out, "engine-memsaver.log"), "w")
     eng = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=elog, text=True)
