@@ -59,7 +59,7 @@ FAKE_TEST_BINS := $(patsubst tests/fakecuda/%.c,$(BUILD)/tests/fakecuda_%,$(FAKE
 PRELOAD_TEST_BINS := $(patsubst tests/preload/%.c,$(BUILD)/tests/preload_%,$(PRELOAD_TEST_SRCS))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bin/bench-%,$(wildcard bench/*.c))
 
-.PHONY: all test demo gpu-test bench install clean sanitize deps help
+.PHONY: all test demo gpu-test bench install clean sanitize deps deps-test help
 # Keep objects of test and bench programs (make would delete them as intermediates).
 .SECONDARY:
 all: $(LIB) $(CLI) $(DEMO) $(FAKE_DRIVER) $(FAKE_CUPTI) $(FAKE_NVML) $(BUILD)/memsaver.pc $(BENCH_BINS)
@@ -76,6 +76,10 @@ help:
 
 deps:
 	$(Q)tools/install-deps.sh
+
+# The tests also render the HTML report in Chromium.
+deps-test:
+	$(Q)MSV_WANT_CHROMIUM=1 tools/install-deps.sh
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -149,7 +153,7 @@ $(BUILD)/memsaver.pc: Makefile
 	$(Q)printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: memsaver\nDescription: release and restore GPU memory of unmodified CUDA engines\nVersion: %s\nLibs: -L$${libdir} -lmemsaver\nCflags: -I$${includedir}\n' \
 		'$(PREFIX)' '$(VERSION)' > $@
 
-test: deps
+test: deps-test
 	$(Q)$(MAKE) --no-print-directory all $(UNIT_BINS) $(FAKE_TEST_BINS) $(PRELOAD_TEST_BINS)
 	$(Q)BUILD=$(BUILD) tests/run.sh
 

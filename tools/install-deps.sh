@@ -9,6 +9,8 @@ have_hdr jansson.h || need+=(libjansson-dev)
 have_hdr uthash.h || need+=(uthash-dev)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 [ -e /usr/lib/x86_64-linux-gnu/libsubunit.so ] || [ -e /usr/lib/x86_64-linux-gnu/libsubunit.a ] || need+=(libsubunit-dev)
+command -v python3 >/dev/null || need+=(python3)
+command -v cc >/dev/null || need+=(gcc)
 if [ "${MSV_WANT_CHROMIUM:-0}" = 1 ]; then
 	command -v chromium >/dev/null || need+=(chromium)
 fi
