@@ -95,7 +95,7 @@ static CUresult w_cuMemAlloc_v2(CUdeviceptr *dptr, size_t size)
 		return real_cuMemAlloc_v2 ? real_cuMemAlloc_v2(dptr, size) : CUDA_ERROR_NOT_INITIALIZED;
 	struct msv_decision d;
 	_msv_copy_note_alloc();
-	_msv_tracer_decide(size, 0, &d);
+	_msv_tracer_decide(size, 0, __builtin_return_address(0), &d);
 	uint8_t flags = 0;
 	if (_msv_options()->redirect && _msv_policy_action(_msv_tracer_policy(), d.cat) != MSV_ACT_KEEP &&
 	    dptr && size) {

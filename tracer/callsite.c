@@ -2,7 +2,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
-#include <execinfo.h>
+#include <unwind.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,10 +19,26 @@ static int skipped(const char *base)
 	return 0;
 }
 
+static _Unwind_Reason_Code stop(struct _Unwind_Context *ctx, void *arg)
+{
+	(void)ctx;
+	(void)arg;
+	return _URC_END_OF_STACK;
+}
+
 void _msv_callsite_init(void)
 {
-	void *f[2];
-	backtrace(f, 2);
+	_Unwind_Backtrace(stop, NULL);
+}
+
+/* strlcpy: snprintf("%s") costs a printf per allocation. */
+static void copy(char *dst, size_t len, const char *src)
+{
+	size_t n = strlen(src);
+	if (n >= len)
+		n = len - 1;
+	memcpy(dst, src, n);
+	dst[n] = '\0';
 }
 
 /* dladdr takes the loader's lock and walks the link maps; the same few
@@ -47,35 +63,45 @@ static const char *basename_of(void *pc)
 	const char *base = strrchr(name, '/');
 	base = base ? base + 1 : name;
 	cache[k].pc = pc;
-	snprintf(cache[k].base, sizeof(cache[k].base), "%s", base);
+	copy(cache[k].base, sizeof(cache[k].base), base);
 	return cache[k].base;
 }
 
-static int scan(void **frames, int from, int n, char *buf, size_t len)
+struct walk {
+	char *buf;
+	size_t len;
+	int n;
+};
+
+/* Stop at the first frame outside the skipped objects: unwinding costs
+ * a few hundred instructions per frame (FDE lookup), the bulk of
+ * memsaver's cost per cudaMalloc. */
+static _Unwind_Reason_Code step(struct _Unwind_Context *ctx, void *arg)
 {
-	for (int i = from; i < n; i++) {
-		const char *base = basename_of(frames[i]);
-		if (!base || !*base || skipped(base))
-			continue;
-		snprintf(buf, len, "%s", base);
-		return 1;
+	struct walk *w = arg;
+	if (w->n++ == 0) /* ourselves */
+		return _URC_NO_REASON;
+	void *pc = (void *)_Unwind_GetIP(ctx);
+	const char *base = pc ? basename_of(pc) : NULL;
+	if (base && *base && !skipped(base)) {
+		copy(w->buf, w->len, base);
+		return _URC_END_OF_STACK;
 	}
-	return 0;
+	return w->n > 48 ? _URC_END_OF_STACK : _URC_NO_REASON;
 }
 
-const char *_msv_callsite_library(char *buf, size_t len)
+const char *_msv_callsite_library(void *caller, char *buf, size_t len)
 {
-	void *frames[48];
 	buf[0] = '\0';
-	/* Frame 0 is us; the caller is a few frames up (cudart's cudaMalloc,
-	 * then its caller), so a short walk usually suffices: unwinding a deep
-	 * Python stack costs microseconds per frame.  The statically linked
-	 * cudart inside cuBLAS or NCCL shows up as that library, which is what
-	 * a policy wants to match. */
-	int n = backtrace(frames, 10);
-	if (scan(frames, 1, n, buf, len) || n < 10)
+	/* The driver's caller itself, when the wrapper knows it: NCCL and
+	 * cuBLAS link cudart statically and call the driver directly, so the
+	 * common library cases need no unwinding at all. */
+	const char *base = caller ? basename_of(caller) : NULL;
+	if (base && *base && !skipped(base)) {
+		copy(buf, len, base);
 		return buf;
-	n = backtrace(frames, 48);
-	scan(frames, 10, n, buf, len);
+	}
+	struct walk w = {.buf = buf, .len = len};
+	_Unwind_Backtrace(step, &w);
 	return buf;
 }

@@ -11,7 +11,7 @@ void _msv_ev_alloc(CUresult rc, int api, CUdeviceptr addr, size_t size, CUstream
 	if (rc != CUDA_SUCCESS || !_msv_tracer_active())
 		return;
 	struct msv_decision d;
-	_msv_tracer_decide(size, (flags & MSV_F_CAPTURING) != 0, &d);
+	_msv_tracer_decide(size, (flags & MSV_F_CAPTURING) != 0, NULL, &d);
 	_msv_tracer_alloc(&d, api, addr, size, 0, (uint64_t)(uintptr_t)stream, flags);
 }
 

@@ -333,7 +333,11 @@ static void join(char *out, size_t len, const char *sep, const char *item)
 	size_t o = strlen(out);
 	if (o && o + strlen(sep) < len)
 		strcat(out + o, sep), o += strlen(sep);
-	snprintf(out + o, len - o, "%s", item);
+	size_t n = strlen(item);
+	if (o + n >= len)
+		n = o < len ? len - o - 1 : 0;
+	memcpy(out + o, item, n);
+	out[o + n] = '\0';
 }
 
 /* An allocation site tends to repeat (a loop of cudaMalloc from one place):
@@ -356,7 +360,7 @@ static uint32_t intern_cached(struct last_string *c, const char *s)
 	return id;
 }
 
-void _msv_tracer_decide(uint64_t bytes, int stream_capturing, struct msv_decision *d)
+void _msv_tracer_decide(uint64_t bytes, int stream_capturing, void *caller, struct msv_decision *d)
 {
 	memset(d, 0, sizeof(*d));
 	d->cat = MSV_CAT_OTHER;
@@ -377,7 +381,7 @@ void _msv_tracer_decide(uint64_t bytes, int stream_capturing, struct msv_decisio
 			py[i] = frames[i];
 	}
 	char lib[256];
-	_msv_callsite_library(lib, sizeof(lib));
+	_msv_callsite_library(caller, lib, sizeof(lib));
 	struct msv_site s = {
 		.nvtx = nvtx, .n_nvtx = n_nvtx, .python = py, .n_python = (size_t)n_py,
 		.library = lib[0] ? lib : NULL, .capturing = tls.capturing > 0 || stream_capturing,

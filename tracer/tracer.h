@@ -28,14 +28,15 @@ const struct msv_policy *_msv_tracer_policy(void);
 struct msv_trace_writer *_msv_tracer_log(void);
 
 /* Which category an allocation of `bytes` made now by this thread gets, with
- * the call-site strings interned into the trace. */
+ * the call-site strings interned into the trace.  caller: the return address
+ * into the code that called the driver, or NULL (then found by unwinding). */
 struct msv_decision {
 	enum msv_category cat;
 	uint16_t rule;   /* _msv_classify_rule_code */
 	uint8_t flags;   /* MSV_F_CAPTURING, MSV_F_REGION */
 	uint32_t site, pysite, nvtx;
 };
-void _msv_tracer_decide(uint64_t bytes, int stream_capturing, struct msv_decision *d);
+void _msv_tracer_decide(uint64_t bytes, int stream_capturing, void *caller, struct msv_decision *d);
 
 /* Record an allocation (flags adds MSV_F_WRAPPED etc. to the decision's). */
 void _msv_tracer_alloc(const struct msv_decision *d, int api, uint64_t addr, uint64_t size,
