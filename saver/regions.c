@@ -6,6 +6,7 @@
 #include "tracer/driver.h"
 #include "tracer/log.h"
 #include "tracer/thread.h"
+#include "tracer/trace_writer.h"
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct msv_region *table;
@@ -51,16 +52,22 @@ static CUresult create_and_map(const struct msv_driver *d, CUdeviceptr va, size_
 	CUmemAccessDesc access = {.location = {.type = CU_MEM_LOCATION_TYPE_DEVICE, .id = dev},
 				  .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE};
 	CUmemGenericAllocationHandle h;
+	uint64_t t0 = _msv_now_ns();
 	CUresult r = d->cuMemCreate(&h, mapped, &prop, 0);
 	if (r != CUDA_SUCCESS)
 		return r;
+	uint64_t t1 = _msv_now_ns();
 	r = d->cuMemMap(va, mapped, 0, h, 0);
 	if (r != CUDA_SUCCESS)
 		goto release;
+	uint64_t t2 = _msv_now_ns();
 	/* Access must be granted again after every map. */
 	r = d->cuMemSetAccess(va, mapped, &access, 1);
 	if (r != CUDA_SUCCESS)
 		goto unmap;
+	if (mapped >= (1ull << 30))
+		MSV_DEBUG("%zu bytes: cuMemCreate %.2f ms, cuMemMap %.2f ms, cuMemSetAccess %.2f ms", mapped,
+			  (t1 - t0) / 1e6, (t2 - t1) / 1e6, (_msv_now_ns() - t2) / 1e6);
 	*out = h;
 	return CUDA_SUCCESS;
 unmap:
