@@ -23,6 +23,11 @@ import torch
 
 HIDDEN, LAYERS, HEADS, KV_HEADS, HEAD_DIM, INTER, VOCAB = 1536, 28, 12, 2, 128, 8960, 151936
 PROMPT = 64  # prompt tokens per sequence; decode attends to PROMPT + 1 slots
+# Under torchrun every rank holds the same weights and all-reduces the hidden
+# state after each layer, as a tensor-parallel engine does; the average of
+# identical bf16 values is exact, so outputs equal the single-GPU ones.
+WORLD = int(os.environ.get("WORLD_SIZE", "1"))
+RANK = int(os.environ.get("RANK", "0"))
 
 
 def emit(**kw):
@@ -90,6 +95,9 @@ def forward(w, kv, ids, slots, ctx, mask, last):
         h = h + a @ lw["o"].t()
         r = rmsnorm(h, lw["ln2"])
         h = h + (torch.nn.functional.silu(r @ lw["gate"].t()) * (r @ lw["up"].t())) @ lw["down"].t()
+        if WORLD > 1:
+            torch.distributed.all_reduce(h)
+            h = h / WORLD
     h = rmsnorm(h[last], w["norm"])
     return h @ w["embed"].t()
 
@@ -173,7 +181,8 @@ def time_decode(w, kv, b, use_graphs, steps):
 
 
 def hold(hold_dir, n):
-    open(os.path.join(hold_dir, f"hold.{n}"), "w").close()
+    suffix = f".r{RANK}" if WORLD > 1 else ""
+    open(os.path.join(hold_dir, f"hold.{n}{suffix}"), "w").close()
     go = os.path.join(hold_dir, f"go.{n}")
     while not os.path.exists(go):
         time.sleep(0.005)
@@ -192,8 +201,10 @@ def main():
     args = ap.parse_args()
     if args.cycles and not args.hold_dir:
         ap.error("--cycles needs --hold-dir")
-    device, dtype = torch.device("cuda", 0), torch.bfloat16
+    device, dtype = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))), torch.bfloat16
     torch.cuda.set_device(device)
+    if WORLD > 1:
+        torch.distributed.init_process_group("nccl", device_id=device)
     use_graphs = not args.no_graphs
     t0 = time.perf_counter()
     w = load_weights(device, dtype, args.seed)
@@ -219,17 +230,19 @@ def main():
          workspace_bytes=ws.numel(), graphs=use_graphs, batch_sizes=bss,
          load_s=round(t_load - t0, 4), capture_s=round(t_ready - t_cap0, 4),
          startup_s=round(t_ready - t0, 4), decode_step_ms=round(step_ms, 5),
-         torch_reserved_bytes=torch.cuda.memory_reserved(device), pid=os.getpid())
+         torch_reserved_bytes=torch.cuda.memory_reserved(device), pid=os.getpid(), rank=RANK, world=WORLD)
     ok = True
     for c in range(args.cycles):
         hold(args.hold_dir, c)
         got = outputs(w, kv, batches, use_graphs)
         bad = [k for k in ref if not torch.equal(ref[k], got[k])]
         ok &= not bad
-        emit(event="cycle", cycle=c, bitwise_equal=not bad, mismatched=bad)
+        emit(event="cycle", cycle=c, rank=RANK, bitwise_equal=not bad, mismatched=bad)
     if args.cycles:
         step_ms = time_decode(w, kv, batches[-1], use_graphs, args.decode_steps)
-    emit(event="done", ok=ok, decode_step_ms_after=round(step_ms, 5))
+    emit(event="done", ok=ok, rank=RANK, decode_step_ms_after=round(step_ms, 5))
+    if WORLD > 1:
+        torch.distributed.destroy_process_group()
     return 0 if ok else 1
 
 
