@@ -114,6 +114,14 @@ int _msv_trace_writer_new(const char *path, int pid, struct msv_trace_writer **o
 	return rc;
 }
 
+void _msv_trace_writer_detach(struct msv_trace_writer *w)
+{
+	if (w && w->fd >= 0) {
+		close(w->fd);
+		w->fd = -1;
+	}
+}
+
 void _msv_trace_writer_free(struct msv_trace_writer *w)
 {
 	if (!w)

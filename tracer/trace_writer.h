@@ -27,6 +27,10 @@ uint32_t _msv_trace_intern(struct msv_trace_writer *w, const char *s);
 /* A copy of everything written so far (header included); caller frees *buf. */
 int _msv_trace_copy(struct msv_trace_writer *w, void **buf, size_t *len);
 
+/* Stop writing to the file (a forked child must not append to its
+ * parent's trace); memory recording goes on.  Async-signal-safe. */
+void _msv_trace_writer_detach(struct msv_trace_writer *w);
+
 uint64_t _msv_now_ns(void); /* CLOCK_MONOTONIC */
 
 #endif

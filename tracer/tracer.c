@@ -103,6 +103,17 @@ static int rank_from_env(void)
 
 static void atexit_handler(void);
 
+/* A child forked without exec shares the parent's trace file and report
+ * path and cannot use CUDA anyway: memsaver steps aside in it. */
+static void forked_child(void)
+{
+	if (T.state == 1) {
+		T.state = -1;
+		_msv_trace_writer_detach(T.log);
+	}
+	pthread_mutex_init(&T.lock, NULL);
+}
+
 int _msv_tracer_init(void)
 {
 	int rc = 0;
@@ -151,6 +162,7 @@ int _msv_tracer_init(void)
 	_msv_callsite_init();
 	T.state = 1;
 	atexit(atexit_handler);
+	pthread_atfork(NULL, NULL, forked_child);
 	pthread_mutex_unlock(&T.lock);
 	if (_msv_ready_hook)
 		_msv_ready_hook();
