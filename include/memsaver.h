@@ -5,7 +5,8 @@
  * request conflicts with the current state, -ENODEV memsaver is inactive in
  * this process, -EIO a CUDA call failed).  After a failure msv_last_error()
  * returns a sentence naming what failed; the string belongs to the library
- * and stays valid until the next call on the same thread.
+ * and stays valid until the next call on the same thread.  A pause or resume
+ * that had nothing to do returns 0 and leaves a warning there.
  *
  * Category lists are comma-separated names (weights, kv, graph, workspace,
  * comm, other); NULL or "" means every category the policy wraps.  All

@@ -360,6 +360,9 @@ static json_t *srv_pause_resume(json_t *req, int pause)
 	if (rc)
 		return srv_api_error(rc);
 	json_t *r = json_pack("{s:b,s:s,s:I}", "ok", 1, "tags", tags ? tags : "", "ms", (json_int_t)ms);
+	const char *note = msv_last_error();
+	if (r && note && *note)
+		json_object_set_new(r, "warning", json_string(note));
 	json_t *st = _msv_status_json();
 	json_t *paused = st ? json_object_get(st, "paused") : NULL;
 	if (r && paused)

@@ -140,7 +140,9 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 		goto out;
 	}
 	if (n == 0 && (mask & ~paused_mask) == 0) {
-		MSV_WARN("pause of %s: already paused; nothing to do", cats);
+		/* Success with a note: err carries the warning to the caller. */
+		snprintf(err, errlen, "pause of %s: already paused; nothing to do", cats);
+		MSV_WARN("%s", err);
 		_msv_regions_unlock();
 		free(list);
 		goto out;
@@ -237,7 +239,8 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 		goto out;
 	}
 	if (n == 0 && (mask & paused_mask) == 0) {
-		MSV_WARN("resume of %s: nothing is paused; nothing to do", cats);
+		snprintf(err, errlen, "resume of %s: nothing is paused; nothing to do", cats);
+		MSV_WARN("%s", err);
 		_msv_regions_unlock();
 		free(list);
 		goto out;

@@ -1,7 +1,8 @@
 /* Pause and resume of wrapped categories: the state machine behind
  * msv_pause/msv_resume.  Thread-safe (one pause or resume at a time).
  * Returns 0 or a negative errno; err receives the sentence for
- * msv_last_error().  Never leaves a region half done: a failure rolls back
+ * msv_last_error() — also on success when the call had nothing to do
+ * (pausing what is paused), as a warning.  Never leaves a region half done: a failure rolls back
  * what the call changed, and backups are kept until a resume succeeds. */
 #ifndef MSV_PAUSE_H
 #define MSV_PAUSE_H

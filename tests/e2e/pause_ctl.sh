@@ -72,11 +72,13 @@ print("drop %d = wrapped %d + context %d" % (drop, wrapped, extra))
 	"$MS" ctl --pid "$pid" pause >"$d/pause2.out" 2>&1 || { cat "$d/pause2.out"; fail "$ctx: second pause exit $?"; }
 	[ "$(usr2_reading "$d/out" "$pid")" = "$after" ] || fail "$ctx: second pause changed used memory"
 	wait_for "$d/err" 'already paused' 5 || fail "$ctx: no warning for the double pause"
+	grep -q 'nothing to do: pause of .*already paused' "$d/pause2.out" || fail "$ctx: ctl did not tell the user the second pause did nothing"
 
 	"$MS" ctl --pid "$pid" resume >"$d/resume.out" 2>&1 || { cat "$d/resume.out"; fail "$ctx: ctl resume failed"; }
 	[ "$(usr2_reading "$d/out" "$pid")" = "$before" ] || fail "$ctx: used memory after resume is not what it was before the pause"
 	"$MS" ctl --pid "$pid" resume >"$d/resume2.out" 2>&1 || fail "$ctx: resume when resident: exit $?"
 	wait_for "$d/err" 'nothing is paused' 5 || fail "$ctx: no warning for resume when resident"
+	grep -q 'nothing to do: resume of .*nothing is paused' "$d/resume2.out" || fail "$ctx: ctl did not tell the user the resume did nothing"
 	"$MS" ctl --pid "$pid" status >"$d/st2.json" || fail "$ctx: status after resume"
 	py '
 import json, sys

@@ -616,7 +616,12 @@ int _msv_cmd_ctl(int argc, char **argv)
 			json_decref(reply);
 			continue;
 		}
-		if (slow) {
+		const char *warning = json_string_value(json_object_get(reply, "warning"));
+		if (slow && warning) {
+			/* Nothing was done (already paused, nothing paused): say so
+			 * rather than print a pause that did not happen. */
+			printf("pid %d: nothing to do: %s\n", t->pid, warning);
+		} else if (slow) {
 			char list[256];
 			json_t *ms = json_object_get(reply, "ms");
 			if (tags && *tags)
