@@ -68,6 +68,18 @@ static int mask_of(const char *what, const char *cats, unsigned *mask)
 	return 0;
 }
 
+/* The configured report follows every pause and resume; a note the call
+ * left in last_error (nothing to do) outlives the report's own call. */
+static void report_after_change(void)
+{
+	char note[sizeof(last_error)];
+	if (!*_msv_options()->report)
+		return;
+	memcpy(note, last_error, sizeof(note));
+	if (msv_report_write(NULL) == 0)
+		memcpy(last_error, note, sizeof(note));
+}
+
 MSV_API int msv_pause(const char *categories)
 {
 	unsigned mask;
@@ -76,8 +88,8 @@ MSV_API int msv_pause(const char *categories)
 		rc = mask_of("msv_pause", categories, &mask);
 	if (rc == 0)
 		rc = _msv_saver_pause(mask, last_error, sizeof(last_error));
-	if (rc == 0 && *_msv_options()->report)
-		msv_report_write(NULL);
+	if (rc == 0)
+		report_after_change();
 	return rc;
 }
 
@@ -89,8 +101,8 @@ MSV_API int msv_resume(const char *categories)
 		rc = mask_of("msv_resume", categories, &mask);
 	if (rc == 0)
 		rc = _msv_saver_resume(mask, last_error, sizeof(last_error));
-	if (rc == 0 && *_msv_options()->report)
-		msv_report_write(NULL);
+	if (rc == 0)
+		report_after_change();
 	return rc;
 }
 
