@@ -123,28 +123,44 @@ static void pop_ctx(int pushed)
 		_msv_drv()->cuCtxPopCurrent(&old);
 }
 
+/* The regions a pause (resident ones) or resume (released ones) acts on.
+ * Returns 1 with the regions lock held and *list to free, 0 when there is
+ * nothing to do (a warning in err), or -ENOMEM. */
+static int begin(int pause, unsigned mask, char *cats, size_t catlen, struct msv_region ***list, size_t *n,
+		 char *err, size_t errlen)
+{
+	names(mask, cats, catlen);
+	_msv_regions_lock();
+	*list = collect(mask, pause, n);
+	if (!*list) {
+		_msv_regions_unlock();
+		snprintf(err, errlen, "%s: out of host memory", pause ? "pause" : "resume");
+		return -ENOMEM;
+	}
+	unsigned pending = pause ? mask & ~paused_mask : mask & paused_mask;
+	if (*n == 0 && pending == 0) {
+		/* Success with a note: err carries the warning to the caller. */
+		snprintf(err, errlen, pause ? "pause of %s: already paused; nothing to do"
+					    : "resume of %s: nothing is paused; nothing to do", cats);
+		MSV_WARN("%s", err);
+		_msv_regions_unlock();
+		free(*list);
+		return 0;
+	}
+	return 1;
+}
+
 int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 {
 	int rc = 0;
 	char cats[128];
+	size_t n = 0;
+	struct msv_region **list;
 	pthread_mutex_lock(&op_lock);
 	uint64_t t0 = _msv_now_ns();
-	names(mask, cats, sizeof(cats));
-	_msv_regions_lock();
-	size_t n = 0;
-	struct msv_region **list = collect(mask, 1, &n);
-	if (!list) {
-		_msv_regions_unlock();
-		snprintf(err, errlen, "pause: out of host memory");
-		rc = -ENOMEM;
-		goto out;
-	}
-	if (n == 0 && (mask & ~paused_mask) == 0) {
-		/* Success with a note: err carries the warning to the caller. */
-		snprintf(err, errlen, "pause of %s: already paused; nothing to do", cats);
-		MSV_WARN("%s", err);
-		_msv_regions_unlock();
-		free(list);
+	int go = begin(1, mask, cats, sizeof(cats), &list, &n, err, errlen);
+	if (go <= 0) {
+		rc = go;
 		goto out;
 	}
 	int pushed = push_ctx(list, n);
@@ -195,6 +211,14 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 	uint64_t trimmed = 0;
 	if (rc == 0)
 		_msv_trim_context(list, n, &trimmed);
+	/* Host memory the backups hold (they stay allocated for the next
+	 * pause): the report's saver section shows it. */
+	uint64_t host = 0;
+	struct msv_region *it, *tmp;
+	HASH_ITER(hh, _msv_regions_all(), it, tmp)
+		host += it->backup ? it->keep_len : 0;
+	struct msv_rec meta = {.type = MSV_REC_META, .api = MSV_META_STAGING, .size = host};
+	_msv_tracer_record(&meta);
 	/* The pause record, then the reading that shows its effect: the
 	 * analyzer takes the first "pause" phase after a pause record. */
 	uint64_t dur = _msv_now_ns() - t0;
@@ -226,23 +250,13 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 {
 	int rc = 0;
 	char cats[128];
+	size_t n = 0;
+	struct msv_region **list;
 	pthread_mutex_lock(&op_lock);
 	uint64_t t0 = _msv_now_ns();
-	names(mask, cats, sizeof(cats));
-	_msv_regions_lock();
-	size_t n = 0;
-	struct msv_region **list = collect(mask, 0, &n);
-	if (!list) {
-		_msv_regions_unlock();
-		snprintf(err, errlen, "resume: out of host memory");
-		rc = -ENOMEM;
-		goto out;
-	}
-	if (n == 0 && (mask & paused_mask) == 0) {
-		snprintf(err, errlen, "resume of %s: nothing is paused; nothing to do", cats);
-		MSV_WARN("%s", err);
-		_msv_regions_unlock();
-		free(list);
+	int go = begin(0, mask, cats, sizeof(cats), &list, &n, err, errlen);
+	if (go <= 0) {
+		rc = go;
 		goto out;
 	}
 	int pushed = push_ctx(list, n);

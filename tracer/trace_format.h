@@ -71,7 +71,7 @@ enum msv_meta_key {
 	MSV_META_RANK = 6,        /* .size = rank */
 	MSV_META_CUPTI = 7,       /* .size = 1 attached, 0 not; .site = why not */
 	MSV_META_GRANULARITY = 8, /* .size = VMM granularity in bytes */
-	MSV_META_STAGING = 9,     /* .size = pinned staging bytes (host) */
+	MSV_META_STAGING = 9,     /* .size = host bytes the backups hold (after each pause) */
 };
 
 enum msv_api {
