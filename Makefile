@@ -148,7 +148,8 @@ $(BUILD)/tests/preload_%: $(BUILD)/obj/tests/preload/%.o
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(SAN) -o $@ $< $$(pkg-config --libs check) -ldl -lpthread
 
-$(BUILD)/memsaver.pc: Makefile
+# Written on every run: it carries PREFIX, which install may change.
+$(BUILD)/memsaver.pc: FORCE
 	@mkdir -p $(dir $@)
 	$(Q)printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: memsaver\nDescription: release and restore GPU memory of unmodified CUDA engines\nVersion: %s\nLibs: -L$${libdir} -lmemsaver\nCflags: -I$${includedir}\n' \
 		'$(PREFIX)' '$(VERSION)' > $@
@@ -184,5 +185,7 @@ install: all
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-san
+
+FORCE:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
