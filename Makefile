@@ -59,7 +59,7 @@ FAKE_TEST_BINS := $(patsubst tests/fakecuda/%.c,$(BUILD)/tests/fakecuda_%,$(FAKE
 PRELOAD_TEST_BINS := $(patsubst tests/preload/%.c,$(BUILD)/tests/preload_%,$(PRELOAD_TEST_SRCS))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bin/bench-%,$(wildcard bench/*.c))
 
-.PHONY: all test demo gpu-test bench install clean sanitize deps deps-test help
+.PHONY: all test demo gpu-test bench install clean sanitize deps deps-test help FORCE
 # Keep objects of test and bench programs (make would delete them as intermediates).
 .SECONDARY:
 all: $(LIB) $(CLI) $(DEMO) $(FAKE_DRIVER) $(FAKE_CUPTI) $(FAKE_NVML) $(BUILD)/memsaver.pc $(BENCH_BINS)
