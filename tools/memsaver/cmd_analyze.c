@@ -46,12 +46,7 @@ static const char usage_text[] =
 
 static int usage(FILE *f, int rc)
 {
-	if (f == stdout)
-		fputs(usage_text, f);
-	else
-		fprintf(f, "%.*sTry 'memsaver analyze --help'.\n",
-			(int)(strstr(usage_text, "\n\n") + 1 - usage_text), usage_text);
-	return rc;
+	return _msv_usage(f, usage_text, "analyze", rc);
 }
 
 static int load(const char *path, struct msv_trace **t)

@@ -44,12 +44,7 @@ static const char usage_text[] =
 
 static int usage(FILE *f, int rc)
 {
-	if (f == stdout)
-		fputs(usage_text, f);
-	else
-		fprintf(f, "%.*sTry 'memsaver diff --help'.\n",
-			(int)(strstr(usage_text, "\n\n") + 1 - usage_text), usage_text);
-	return rc;
+	return _msv_usage(f, usage_text, "diff", rc);
 }
 
 int _msv_cmd_diff(int argc, char **argv)

@@ -53,12 +53,7 @@ static const char usage_text[] =
 /* Full text on request (stdout); on a mistake, the synopsis only (stderr). */
 static int usage(FILE *f, int rc)
 {
-	if (f == stdout)
-		fputs(usage_text, f);
-	else
-		fprintf(f, "%.*sTry 'memsaver policy --help'.\n",
-			(int)(strstr(usage_text, "\n\n") + 1 - usage_text), usage_text);
-	return rc;
+	return _msv_usage(f, usage_text, "policy", rc);
 }
 
 static int print_policy(const struct msv_policy *p)

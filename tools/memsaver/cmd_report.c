@@ -51,12 +51,7 @@ static const char usage_text[] =
 
 static int usage(FILE *f, int rc)
 {
-	if (f == stdout)
-		fputs(usage_text, f);
-	else
-		fprintf(f, "%.*sTry 'memsaver report --help'.\n",
-			(int)(strstr(usage_text, "\n\n") + 1 - usage_text), usage_text);
-	return rc;
+	return _msv_usage(f, usage_text, "report", rc);
 }
 
 int _msv_cmd_report(int argc, char **argv)

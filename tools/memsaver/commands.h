@@ -11,6 +11,12 @@ int _msv_cmd_report(int argc, char **argv);  /* cmd_report.c */
 int _msv_cmd_diff(int argc, char **argv);    /* cmd_diff.c */
 int _msv_cmd_policy(int argc, char **argv);  /* cmd_policy.c */
 
+/* Print a command's usage text: all of it to stdout (--help), or its
+ * first paragraph plus "Try 'memsaver CMD --help'." elsewhere (a usage
+ * error).  Returns rc.  usage.c. */
+#include <stdio.h>
+int _msv_usage(FILE *f, const char *text, const char *cmd, int rc);
+
 /* Exit statuses shared by every command. */
 #define MSV_EXIT_OK 0
 #define MSV_EXIT_FAIL 1  /* the operation failed */
