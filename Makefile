@@ -69,6 +69,8 @@ help:
 	@echo "make demo       run demo-engine under memsaver (GPU if present, else the fake driver)"
 	@echo "make test       unit, fake-driver and end-to-end tests (no GPU needed)"
 	@echo "make sanitize   the test suite built with ASan+UBSan into $(BUILD)-san/"
+	@echo "make fuzz       libFuzzer on the parsers, FUZZ_SECONDS=$(FUZZ_SECONDS) each (clang; $(BUILD)-fuzz/)"
+	@echo "make tsan       the concurrency stress under ThreadSanitizer (clang; $(BUILD)-tsan/)"
 	@echo "make gpu-test   the GPU scenarios (exit 77 without a GPU)"
 	@echo "make bench      benchmarks, JSON lines on stdout (GPU machine)"
 	@echo "make install    PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
@@ -155,7 +157,7 @@ $(BUILD)/memsaver.pc: FORCE
 		'$(PREFIX)' '$(VERSION)' > $@
 
 test: deps-test
-	$(Q)$(MAKE) --no-print-directory all $(UNIT_BINS) $(FAKE_TEST_BINS) $(PRELOAD_TEST_BINS)
+	$(Q)$(MAKE) --no-print-directory all $(UNIT_BINS) $(FAKE_TEST_BINS) $(PRELOAD_TEST_BINS) $(FUZZ_REPLAY_BINS)
 	$(Q)BUILD=$(BUILD) tests/run.sh
 
 sanitize: deps
@@ -184,8 +186,57 @@ install: all
 	install -m 0644 tools/python/memsaver/*.py $(DESTDIR)$(PREFIX)/share/memsaver/python/memsaver/
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-san
+	rm -rf $(BUILD) $(BUILD)-san $(BUILD)-fuzz $(BUILD)-tsan
 
 FORCE:
+
+# ---- hardening: fuzzing and ThreadSanitizer (issue 16, docs/reliability.md) --
+# Targets in tests/fuzz/fuzz_NAME.c.  make test replays their corpora and the
+# inputs that once failed (tests/fuzz/{corpus,regress}/NAME) through the same
+# entry point, built with $(CC) as $(BUILD)/tests/test_fuzz_NAME.  make fuzz
+# builds them with clang's libFuzzer + ASan + UBSan into $(BUILD)-fuzz/ and
+# runs each for FUZZ_SECONDS; what it finds lands in $(BUILD)-fuzz/artifacts/.
+FUZZ_TARGETS := policy trace report control
+FUZZ_SECONDS ?= 60
+FUZZ_CC ?= clang
+FUZZ_SAN := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer
+FUZZ_REPLAY_BINS := $(patsubst %,$(BUILD)/tests/test_fuzz_%,$(FUZZ_TARGETS))
+FUZZ_BINS := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
+TSAN_SAN := -fsanitize=thread -fno-omit-frame-pointer
+.PHONY: fuzz fuzz-build tsan
+
+$(BUILD)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c $(CORE)
+	@mkdir -p $(dir $@) $(BUILD)/obj/tests/fuzz
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -DMSV_FUZZ_REPLAY -MMD -MP \
+		-MF $(BUILD)/obj/tests/fuzz/replay_$*.d -o $@ $< $(CORE) $(LDLIBS_CORE)
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE)
+	@mkdir -p $(dir $@) $(BUILD)/obj/tests/fuzz
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -fsanitize=fuzzer -MMD -MP \
+		-MF $(BUILD)/obj/tests/fuzz/fuzz_$*.d -o $@ $< $(CORE) $(LDLIBS_CORE)
+
+fuzz-build: deps
+	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)-fuzz CC=$(FUZZ_CC) SAN="$(FUZZ_SAN)" \
+		$(patsubst $(BUILD)/%,$(BUILD)-fuzz/%,$(FUZZ_BINS))
+
+fuzz: fuzz-build
+	$(Q)BUILD=$(BUILD)-fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh $(FUZZ_TARGETS)
+
+# The library, the fake driver and tests/tsan/stress.c built with clang's
+# ThreadSanitizer; the stress runs with the library preloaded.
+tsan: deps
+	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)-tsan CC=$(FUZZ_CC) SAN="$(TSAN_SAN)" \
+		$(BUILD)-tsan/lib/libmemsaver.so $(BUILD)-tsan/fakecuda/libcuda.so.1 \
+		$(BUILD)-tsan/fakecuda/libcupti.so.13 $(BUILD)-tsan/bin/tsan-stress
+	$(Q)BUILD=$(BUILD)-tsan tests/tsan/run.sh
+
+$(BUILD)/bin/tsan-stress: tests/tsan/stress.c
+	@mkdir -p $(dir $@) $(BUILD)/obj/tests/tsan
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -MF $(BUILD)/obj/tests/tsan/stress.d \
+		-o $@ $< -ldl -lpthread
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

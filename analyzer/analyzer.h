@@ -73,5 +73,8 @@ const char *_msv_source_key(const json_t *source, char *buf, size_t len);
  * and share_of_footprint (null when the whole is 0). */
 void _msv_sources_finish(json_t *sources, long long unreclaimed, long long footprint);
 json_t *_msv_report_load(const char *path, char *err, size_t errlen);
+/* The same from bytes in memory; name stands for the file in messages. */
+json_t *_msv_report_parse(const char *text, size_t len, const char *name, char *err,
+			  size_t errlen);
 
 #endif

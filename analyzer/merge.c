@@ -310,19 +310,32 @@ int _msv_report_check(const json_t *report, const char *name, char *err, size_t 
 	return 0;
 }
 
-json_t *_msv_report_load(const char *path, char *err, size_t errlen)
+static json_t *report_checked(json_t *r, const json_error_t *je, const char *name, char *err,
+			      size_t errlen)
 {
-	json_error_t je;
-	json_t *r = json_load_file(path, 0, &je);
 	if (!r) {
-		snprintf(err, errlen, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+		snprintf(err, errlen, "%s:%d:%d: %s", name, je->line, je->column, je->text);
 		return NULL;
 	}
-	if (_msv_report_check(r, path, err, errlen) != 0) {
+	if (_msv_report_check(r, name, err, errlen) != 0) {
 		json_decref(r);
 		return NULL;
 	}
 	return r;
+}
+
+json_t *_msv_report_parse(const char *text, size_t len, const char *name, char *err,
+			  size_t errlen)
+{
+	json_error_t je;
+	return report_checked(json_loadb(text, len, 0, &je), &je, name ? name : "report", err,
+			      errlen);
+}
+
+json_t *_msv_report_load(const char *path, char *err, size_t errlen)
+{
+	json_error_t je;
+	return report_checked(json_load_file(path, 0, &je), &je, path, err, errlen);
 }
 
 /* ---- diff ------------------------------------------------------------ */
