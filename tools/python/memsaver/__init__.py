@@ -44,6 +44,8 @@ __all__ = [
     "report",
     "control",
     "socket_path",
+    "library_path",
+    "cli_path",
 ]
 
 CATEGORIES = ("weights", "kv", "graph", "workspace", "comm", "other")
@@ -67,6 +69,35 @@ class MemsaverError(RuntimeError):
 
 
 _lib = None
+
+# Where `pip install` puts the native files (tools/python/build_backend.py),
+# and where a source checkout builds them.
+_PKG = os.path.dirname(os.path.abspath(__file__))
+_CARRIED = os.path.join(_PKG, "_native")
+_CHECKOUT_BUILD = os.path.join(_PKG, "..", "..", "..", os.environ.get("MEMSAVER_BUILD", "build"))
+
+
+def _first(paths):
+    for p in paths:
+        if p and os.path.isfile(p):
+            return os.path.realpath(p)
+    return None
+
+
+def library_path():
+    """Path of libmemsaver.so: MEMSAVER_LIB, else the copy pip installed
+    with this package, else the build directory of a source checkout
+    (MEMSAVER_BUILD, default build/).  None when none exists."""
+    return _first([os.environ.get("MEMSAVER_LIB"),
+                   os.path.join(_CARRIED, "lib", "libmemsaver.so"),
+                   os.path.join(_CHECKOUT_BUILD, "lib", "libmemsaver.so")])
+
+
+def cli_path():
+    """Path of the `memsaver` CLI carried by this package or built in the
+    checkout; None when neither exists."""
+    return _first([os.path.join(_CARRIED, "bin", "memsaver"),
+                   os.path.join(_CHECKOUT_BUILD, "bin", "memsaver")])
 
 
 def _load():
