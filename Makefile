@@ -64,6 +64,47 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bin/bench-%,$(wildcard bench/*.c))
 .SECONDARY:
 all: $(LIB) $(CLI) $(DEMO) $(FAKE_DRIVER) $(FAKE_CUPTI) $(FAKE_NVML) $(BUILD)/memsaver.pc $(BENCH_BINS)
 
+# ---- memsaver attach (BPF uprobes; tracer/bpf/) ---------------------------
+# Built only when clang, bpftool, libbpf-dev (libbpf.a), libelf.a, libz.a and
+# the kernel's BTF are present; libbpf, libelf and zlib are linked statically
+# so the CLI runs where libbpf is not installed.  Without them `memsaver
+# attach` says how to get it and nothing else in the build changes.
+BPF_CLANG ?= clang
+BPFTOOL ?= $(firstword $(shell command -v bpftool 2>/dev/null) $(wildcard /usr/sbin/bpftool /sbin/bpftool))
+BPF_VMLINUX ?= /sys/kernel/btf/vmlinux
+BPF_STATIC := $(foreach l,libbpf.a libelf.a libz.a,$(shell $(CC) -print-file-name=$(l)))
+BPF_MISSING := $(strip \
+	$(if $(shell command -v $(BPF_CLANG) 2>/dev/null),,clang) \
+	$(if $(BPFTOOL),,bpftool) \
+	$(if $(wildcard /usr/include/bpf/libbpf.h),,libbpf-dev) \
+	$(foreach l,$(BPF_STATIC),$(if $(filter /%,$(l)),,$(l))) \
+	$(if $(wildcard /usr/include/gelf.h),,libelf-dev) \
+	$(if $(wildcard $(BPF_VMLINUX)),,kernel-BTF($(BPF_VMLINUX))))
+ifeq ($(BPF_MISSING),)
+ATTACH_OBJS := $(BUILD)/obj/tracer/bpf/attach.o
+ATTACH_LIBS := $(BPF_STATIC)
+$(BUILD)/obj/tools/memsaver/cmd_attach.o: CPPFLAGS += -DMSV_HAVE_BPF=1
+$(BUILD)/obj/tools/memsaver/cmd_attach.o $(ATTACH_OBJS): $(BUILD)/bpf/attach.skel.h
+$(ATTACH_OBJS): CPPFLAGS += -I$(BUILD)/bpf
+$(BUILD)/bpf/vmlinux.h:
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  BTF     $@")
+	$(Q)$(BPFTOOL) btf dump file $(BPF_VMLINUX) format c > $@.tmp && mv $@.tmp $@
+$(BUILD)/bpf/attach.bpf.o: tracer/bpf/attach.bpf.c tracer/bpf/attach_event.h $(BUILD)/bpf/vmlinux.h
+	@$(if $(Q),echo "  BPF     $@")
+	$(Q)$(BPF_CLANG) -g -O2 -target bpf -D__TARGET_ARCH_x86 -I$(BUILD)/bpf -Itracer/bpf \
+		-Wall -Werror -c $< -o $@
+$(BUILD)/bpf/attach.skel.h: $(BUILD)/bpf/attach.bpf.o
+	@$(if $(Q),echo "  GEN     $@")
+	$(Q)$(BPFTOOL) gen skeleton $< name attach_bpf > $@.tmp && mv $@.tmp $@
+else
+ATTACH_OBJS :=
+ATTACH_LIBS :=
+ifeq ($(MAKELEVEL),0)
+$(info memsaver: `memsaver attach` not built: missing $(BPF_MISSING) (tools/install-deps.sh installs clang, bpftool, libbpf-dev, libelf-dev, zlib1g-dev))
+endif
+endif
+
 help:
 	@echo "make            build everything into $(BUILD)/"
 	@echo "make demo       run demo-engine under memsaver (GPU if present, else the fake driver)"
@@ -100,10 +141,10 @@ $(LIB): $(call obj,$(LIB_SRCS)) saver/exports.map
 	$(Q)$(CC) -shared $(SAN) -Wl,--version-script=saver/exports.map -Wl,--exclude-libs,ALL \
 		-Wl,-z,nodelete -o $@ $(call obj,$(LIB_SRCS)) $(LDLIBS_CORE)
 
-$(CLI): $(call obj,$(CLI_SRCS)) $(CORE)
+$(CLI): $(call obj,$(CLI_SRCS)) $(ATTACH_OBJS) $(CORE)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(SAN) -o $@ $(call obj,$(CLI_SRCS)) $(CORE) $(LDLIBS_CORE)
+	$(Q)$(CC) $(SAN) -o $@ $(call obj,$(CLI_SRCS)) $(ATTACH_OBJS) $(CORE) $(ATTACH_LIBS) $(LDLIBS_CORE)
 
 $(DEMO): $(call obj,$(DEMO_SRCS))
 	@mkdir -p $(dir $@)

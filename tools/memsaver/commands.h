@@ -10,6 +10,7 @@ int _msv_cmd_analyze(int argc, char **argv); /* cmd_analyze.c */
 int _msv_cmd_report(int argc, char **argv);  /* cmd_report.c */
 int _msv_cmd_diff(int argc, char **argv);    /* cmd_diff.c */
 int _msv_cmd_policy(int argc, char **argv);  /* cmd_policy.c */
+int _msv_cmd_attach(int argc, char **argv);  /* cmd_attach.c */
 
 /* Print a command's usage text: all of it to stdout (--help), or its
  * first paragraph plus "Try 'memsaver CMD --help'." elsewhere (a usage

@@ -18,6 +18,7 @@ static const char usage[] =
 	"  report   show a report as a table, HTML page or Perfetto trace\n"
 	"  diff     compare two reports source by source\n"
 	"  policy   check a policy file, or show the built-in one\n"
+	"  attach   observe a running engine started without memsaver (BPF, root)\n"
 	"\n"
 	"`memsaver COMMAND --help` tells more.  Example:\n"
 	"  memsaver run -p tools/policies/default.json -o report.json -- python -m engine\n"
@@ -32,6 +33,7 @@ int main(int argc, char **argv)
 	} cmds[] = {
 		{"run", _msv_cmd_run},         {"ctl", _msv_cmd_ctl},   {"analyze", _msv_cmd_analyze},
 		{"report", _msv_cmd_report},   {"diff", _msv_cmd_diff}, {"policy", _msv_cmd_policy},
+		{"attach", _msv_cmd_attach},
 	};
 	if (argc < 2) {
 		fputs(usage, stderr);
