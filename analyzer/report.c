@@ -39,6 +39,7 @@ enum reason {
 	R_KEPT_WRAPPED,
 	R_PAUSE_FAILED,
 	R_AFTER_PAUSE,
+	R_OBSERVED,
 	R_COUNT
 };
 
@@ -50,6 +51,7 @@ static const char *const reason_text[R_COUNT] = {
 	[R_KEPT_WRAPPED] = "wrapped but kept (action keep)",
 	[R_PAUSE_FAILED] = "pause failed",
 	[R_AFTER_PAUSE] = "allocated after the pause",
+	[R_OBSERVED] = "observed by memsaver attach (nothing redirected or released)",
 };
 
 struct alloc {
@@ -469,6 +471,9 @@ static enum reason alloc_reason(const struct state *st, const struct alloc *a,
 
 struct pause_view {
 	size_t p, bp, ap; /* record indices; SIZE_MAX = none */
+	/* memsaver attach (observe only, no pause): the "attach" reading; p, bp
+	 * and ap are then the last reading.  SIZE_MAX otherwise. */
+	size_t attach;
 	int64_t baseline;
 	int baseline_known;
 };
@@ -518,13 +523,18 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 	json_t *o = json_object(), *notes = json_array(), *sources = json_array();
 	char buf[512], b1[32];
 
-	if (!pv->baseline_known)
+	int observe = pv->attach != SIZE_MAX;
+	if (observe)
+		json_array_append_new(notes, json_string(
+			"memsaver attach: observed only, nothing was released; memory that existed "
+			"before the attach is one source, NVTX ranges and Python frames were not seen"));
+	else if (!pv->baseline_known)
 		json_array_append_new(notes, json_string(
 			"baseline device memory before CUDA init is unknown; footprint counts from 0 "
 			"and includes memory used by other processes"));
 	uint64_t used_before = pv->bp != SIZE_MAX ? t->recs[pv->bp].aux : MSV_NO_VALUE;
 	uint64_t used_after = pv->ap != SIZE_MAX ? t->recs[pv->ap].aux : MSV_NO_VALUE;
-	if (pv->bp != SIZE_MAX) {
+	if (pv->bp != SIZE_MAX && !observe) {
 		const char *l = _msv_trace_string(t, t->recs[pv->bp].site);
 		if (!l || strcmp(l, "before_pause") != 0) {
 			snprintf(buf, sizeof(buf),
@@ -533,12 +543,17 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 			json_array_append_new(notes, json_string(buf));
 		}
 	}
-	if (used_before == MSV_NO_VALUE)
+	if (used_before == MSV_NO_VALUE && observe)
+		json_array_append_new(notes, json_string(
+			"NVML has no reading of this process: the footprint is what the records hold"));
+	else if (used_before == MSV_NO_VALUE)
 		json_array_append_new(notes, json_string(
 			"device memory before the pause is unknown; footprint taken as 0"));
 	int64_t F = used_before != MSV_NO_VALUE ? (int64_t)(used_before - (uint64_t)pv->baseline) : 0;
 	int64_t R;
-	if (used_after != MSV_NO_VALUE && used_before != MSV_NO_VALUE) {
+	if (observe) {
+		R = 0;
+	} else if (used_after != MSV_NO_VALUE && used_before != MSV_NO_VALUE) {
 		R = (int64_t)(used_before - used_after);
 	} else {
 		R = (p->flags & MSV_F_FAILED) ? 0 : (int64_t)p->size;
@@ -571,7 +586,7 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 	{
 		if (a->released)
 			continue;
-		enum reason why = alloc_reason(st, a, p, pv->p);
+		enum reason why = observe ? R_OBSERVED : alloc_reason(st, a, p, pv->p);
 		bucket_add(&cats[a->cat][why], t, a->size, a->pysite, a->site, a->nvtx,
 			   &st->oom);
 		if ((a->flags & MSV_F_WRAPPED) && a->mapped > a->size)
@@ -666,6 +681,26 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 			continue;
 		json_array_append_new(sources, source_new(drv[i].name, (int64_t)b, 0, drv[i].reason, NULL));
 		sum += b;
+	}
+	if (observe) {
+		uint64_t b = t->recs[pv->attach].aux2;
+		json_t *s = source_new("before_attach", b == MSV_NO_VALUE ? 0 : (int64_t)b, 0,
+				       b == MSV_NO_VALUE ?
+					       "memory held when memsaver attached; size unknown (NVML has "
+					       "no per-process reading of this process)" :
+					       "memory held when memsaver attached (NVML per-process "
+					       "reading); its call sites and categories were not seen",
+				       NULL);
+		json_object_set_new(s, "known", json_boolean(b != MSV_NO_VALUE));
+		json_array_append_new(sources, s);
+		if (b != MSV_NO_VALUE)
+			sum += b;
+		if (used_before == MSV_NO_VALUE) {
+			F = U = (int64_t)sum;
+			json_object_set_new(o, "footprint_bytes", jint(F));
+			json_object_set_new(o, "reclaimed_share", jshare(R, F));
+			json_object_set_new(o, "unreclaimed_bytes", jint(U));
+		}
 	}
 	if (overhead.count) {
 		json_array_append_new(sources,
@@ -801,13 +836,14 @@ static json_t *gbps(uint64_t bytes, uint32_t us)
 json_t *_msv_report_build(const struct msv_trace *t)
 {
 	struct state st;
-	struct pause_view pv = {.p = SIZE_MAX, .bp = SIZE_MAX, .ap = SIZE_MAX};
+	struct pause_view pv = {.p = SIZE_MAX, .bp = SIZE_MAX, .ap = SIZE_MAX, .attach = SIZE_MAX};
 	json_t *rep = json_object(), *policy = NULL;
 	const char *cmdline = NULL, *hostname = NULL, *devname = NULL, *cupti_why = NULL;
 	int64_t rank = -1, cupti = -1;
 	uint64_t devtotal = MSV_NO_VALUE, gran = MSV_NO_VALUE, staging = MSV_NO_VALUE;
 	int devindex = 0;
 	size_t resume_idx = SIZE_MAX, baseline_idx = SIZE_MAX, n_pauses = 0;
+	size_t attach_idx = SIZE_MAX, last_phase = SIZE_MAX;
 
 	if (!rep)
 		return NULL;
@@ -840,6 +876,9 @@ json_t *_msv_report_build(const struct msv_trace *t)
 			const char *l = _msv_trace_string(t, r->site);
 			if (baseline_idx == SIZE_MAX && l && strcmp(l, "baseline") == 0)
 				baseline_idx = i;
+			if (attach_idx == SIZE_MAX && l && strcmp(l, "attach") == 0)
+				attach_idx = i;
+			last_phase = i;
 			if (devtotal == MSV_NO_VALUE && r->size != MSV_NO_VALUE && r->size)
 				devtotal = r->size;
 		} else if (r->type == MSV_REC_PAUSE) {
@@ -853,7 +892,12 @@ json_t *_msv_report_build(const struct msv_trace *t)
 		pv.baseline = (int64_t)t->recs[baseline_idx].aux;
 		pv.baseline_known = 1;
 	}
-	if (pv.p != SIZE_MAX) {
+	/* A trace of `memsaver attach` has no pause: its attribution is the
+	 * state at the last reading, everything observed still resident. */
+	if (pv.p == SIZE_MAX && attach_idx != SIZE_MAX) {
+		pv.attach = attach_idx;
+		pv.p = pv.bp = pv.ap = last_phase;
+	} else if (pv.p != SIZE_MAX) {
 		for (size_t i = pv.p; i-- > 0;) {
 			const struct msv_rec *r = &t->recs[i];
 			if (r->type == MSV_REC_PAUSE || r->type == MSV_REC_RESUME)
@@ -909,7 +953,8 @@ json_t *_msv_report_build(const struct msv_trace *t)
 			pause_no++;
 		if (i == freeze && pv.p != SIZE_MAX) {
 			attr = attribution(&st, &pv, recs);
-			json_object_set_new(attr, "pause_index", json_integer((json_int_t)pause_no - 1));
+			json_object_set_new(attr, "pause_index", pv.attach != SIZE_MAX ? json_null() :
+						  json_integer((json_int_t)pause_no - 1));
 		}
 	}
 	sort_recs(recs);
@@ -957,7 +1002,7 @@ json_t *_msv_report_build(const struct msv_trace *t)
 	json_object_set_new(rep, "recommendations", recs);
 
 	json_t *tim = json_object();
-	const struct msv_rec *pr = pv.p != SIZE_MAX ? &t->recs[pv.p] : NULL;
+	const struct msv_rec *pr = pv.p != SIZE_MAX && pv.attach == SIZE_MAX ? &t->recs[pv.p] : NULL;
 	const struct msv_rec *rr = resume_idx != SIZE_MAX ? &t->recs[resume_idx] : NULL;
 	json_object_set_new(tim, "pause_ms", pr ? json_real((double)pr->aux / 1e6) : json_null());
 	json_object_set_new(tim, "resume_ms", rr ? json_real((double)rr->aux / 1e6) : json_null());
