@@ -13,6 +13,13 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 [ -e /usr/lib/x86_64-linux-gnu/libsubunit.so ] || [ -e /usr/lib/x86_64-linux-gnu/libsubunit.a ] || need+=(libsubunit-dev)
 command -v python3 >/dev/null || need+=(python3)
 command -v cc >/dev/null || need+=(gcc)
+# `memsaver attach` (BPF): clang compiles tracer/bpf/*.bpf.c, bpftool makes the
+# skeleton, and libbpf, libelf and zlib are linked statically (libbpf.a etc.).
+command -v clang >/dev/null || need+=(clang)
+command -v bpftool >/dev/null || [ -x /usr/sbin/bpftool ] || need+=(bpftool)
+[ -e /usr/lib/x86_64-linux-gnu/libbpf.a ] || need+=(libbpf-dev)
+[ -e /usr/lib/x86_64-linux-gnu/libelf.a ] || need+=(libelf-dev)
+[ -e /usr/lib/x86_64-linux-gnu/libz.a ] || need+=(zlib1g-dev)
 optional=()
 if [ "${MSV_WANT_CHROMIUM:-0}" = 1 ]; then
 	command -v chromium >/dev/null || optional+=(chromium)
