@@ -189,7 +189,7 @@ $(BUILD)/tests/fakecuda_%: $(BUILD)/obj/tests/fakecuda/%.o $(FAKE_DRIVER) $(FAKE
 $(BUILD)/tests/preload_%: $(BUILD)/obj/tests/preload/%.o
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(SAN) -o $@ $< $$(pkg-config --libs check) -ldl -lpthread
+	$(Q)$(CC) $(SAN) -o $@ $< $$(pkg-config --libs check) -ljansson -ldl -lpthread
 
 # Written on every run: it carries PREFIX, which install may change.
 $(BUILD)/memsaver.pc: FORCE
@@ -244,8 +244,14 @@ FUZZ_SAN := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=un
 	-fno-omit-frame-pointer
 FUZZ_REPLAY_BINS := $(patsubst %,$(BUILD)/tests/test_fuzz_%,$(FUZZ_TARGETS))
 FUZZ_BINS := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
-TSAN_SAN := -fsanitize=thread -fno-omit-frame-pointer
+TSAN_SAN := -fsanitize=thread -fno-omit-frame-pointer -fsanitize-ignorelist=tests/tsan/ignore.txt
 .PHONY: fuzz fuzz-build tsan
+# ThreadSanitizer's interceptors call the library's dlsym before the TSan
+# runtime is up (tests/tsan/ignore.txt): those two files get no function
+# entry/exit hooks, their memory accesses stay instrumented.
+ifneq ($(filter -fsanitize=thread,$(SAN)),)
+$(BUILD)/obj/saver/interpose.o $(BUILD)/obj/tracer/driver.o: CFLAGS += -mllvm -tsan-instrument-func-entry-exit=0
+endif
 
 $(BUILD)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c $(CORE)
 	@mkdir -p $(dir $@) $(BUILD)/obj/tests/fuzz
