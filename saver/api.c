@@ -4,6 +4,8 @@
 #include "memsaver.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,18 +174,35 @@ MSV_API int msv_report_write(const char *path)
 		return fail(-EINVAL, "msv_report_write: no path given and MEMSAVER_REPORT is not set");
 	if (_msv_expand_path(tmpl, getpid(), exp, sizeof(exp)) != 0)
 		return fail(-ENAMETOOLONG, "msv_report_write: path too long: %s", tmpl);
+	/* Write a private temporary file, then rename: a reader never sees half
+	 * a report, and writers (control thread, application, exit handler)
+	 * never share a file.  One writer at a time, so the report built last
+	 * is the one that stays. */
+	static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
+	pthread_mutex_lock(&write_lock);
 	json_t *rep = live_report(err, sizeof(err));
-	if (!rep)
+	if (!rep) {
+		pthread_mutex_unlock(&write_lock);
 		return fail(-EIO, "msv_report_write: %s", err);
-	/* Write then rename: a reader never sees half a report. */
-	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", exp, (int)getpid());
-	rc = json_dump_file(rep, tmp, JSON_INDENT(2) | JSON_SORT_KEYS);
-	json_decref(rep);
-	if (rc != 0 || rename(tmp, exp) != 0) {
-		int e = errno;
-		unlink(tmp);
-		return fail(-EIO, "msv_report_write: cannot write %s: %s", exp, strerror(e));
 	}
+	snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", exp);
+	errno = 0;
+	int fd = mkstemp(tmp), e = 0;
+	if (fd < 0)
+		e = errno;
+	/* mkstemp makes it 0600; reports were always 0644 under umask 022. */
+	else if (fchmod(fd, 0644) != 0 || json_dumpfd(rep, fd, JSON_INDENT(2) | JSON_SORT_KEYS) != 0)
+		e = errno ? errno : EIO;
+	if (fd >= 0 && close(fd) != 0 && !e)
+		e = errno;
+	if (fd >= 0 && !e && rename(tmp, exp) != 0)
+		e = errno;
+	if (fd >= 0 && e)
+		unlink(tmp);
+	pthread_mutex_unlock(&write_lock);
+	json_decref(rep);
+	if (e)
+		return fail(-EIO, "msv_report_write: cannot write %s: %s", exp, strerror(e));
 	return 0;
 }
 

@@ -49,28 +49,61 @@ static int streams_for(const struct msv_driver *d, CUcontext ctx, CUstream **out
 
 enum dir { OUT, IN, ZERO };
 
+/* The background pinner may attach a buffer at any time: the pointer is
+ * set under the regions lock, by whichever comes first. */
 static CUresult ensure_backup(const struct msv_driver *d, struct msv_region *r)
 {
-	if (r->backup)
+	_msv_regions_lock();
+	int have = r->backup != NULL;
+	_msv_regions_unlock();
+	if (have)
 		return CUDA_SUCCESS;
+	void *p = NULL;
+	int pinned = 0;
 	/* Portable: the pinning thread and the pausing thread may differ. */
-	if (d->cuMemHostAlloc &&
-	    d->cuMemHostAlloc(&r->backup, r->keep_len, CU_MEMHOSTALLOC_PORTABLE) == CUDA_SUCCESS) {
-		r->backup_pinned = 1;
-		return CUDA_SUCCESS;
+	if (d->cuMemHostAlloc && d->cuMemHostAlloc(&p, r->keep_len, CU_MEMHOSTALLOC_PORTABLE) == CUDA_SUCCESS) {
+		pinned = 1;
+	} else {
+		MSV_WARN("pinning %zu bytes of host memory failed; backing up through pageable memory (slower)",
+			 r->keep_len);
+		p = malloc(r->keep_len ? r->keep_len : 1);
+		if (!p)
+			return CUDA_ERROR_OUT_OF_MEMORY;
 	}
-	MSV_WARN("pinning %zu bytes of host memory failed; backing up through pageable memory (slower)",
-		 r->keep_len);
-	r->backup = malloc(r->keep_len ? r->keep_len : 1);
-	r->backup_pinned = 0;
-	return r->backup ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+	_msv_regions_lock();
+	int lost = r->backup != NULL;
+	if (!lost) {
+		r->backup = p;
+		r->backup_pinned = pinned;
+	}
+	_msv_regions_unlock();
+	if (lost) {
+		if (pinned)
+			d->cuMemFreeHost(p);
+		else
+			free(p);
+	}
+	return CUDA_SUCCESS;
+}
+
+/* One chunk.  Without a copy stream (none could be created) or a pinned
+ * buffer the copy is synchronous: an asynchronous one on the NULL stream
+ * would never be waited for, and the pause could unmap under it. */
+static CUresult chunk(const struct msv_driver *d, enum dir dir, CUdeviceptr dev, char *host, size_t len,
+		      CUstream st, int async)
+{
+	if (dir == ZERO)
+		return async ? d->cuMemsetD8Async(dev, 0, len, st) : d->cuMemsetD8(dev, 0, len);
+	if (!async)
+		return dir == OUT ? d->cuMemcpyDtoH(host, dev, len) : d->cuMemcpyHtoD(dev, host, len);
+	return dir == OUT ? d->cuMemcpyDtoHAsync(host, dev, len, st) : d->cuMemcpyHtoDAsync(dev, host, len, st);
 }
 
 static CUresult run(struct msv_region **list, size_t n, enum dir dir, int wait)
 {
 	const struct msv_driver *d = _msv_drv();
 	CUresult rc = CUDA_SUCCESS;
-	size_t chunk = _msv_options()->chunk_bytes;
+	size_t csize = _msv_options()->chunk_bytes;
 	MSV_BUSY_BEGIN();
 	for (size_t i = 0; i < n && rc == CUDA_SUCCESS; i++) {
 		struct msv_region *r = list[i];
@@ -81,22 +114,17 @@ static CUresult run(struct msv_region **list, size_t n, enum dir dir, int wait)
 		int ns = streams_for(d, r->ctx, &s);
 		if (dir == OUT)
 			rc = ensure_backup(d, r);
+		/* Zero-fill stops where the kept tail begins (the tail is
+		 * restored from the backup); a region kept whole is not zeroed. */
+		size_t lo = dir == ZERO ? 0 : r->keep_off;
+		size_t hi = dir == ZERO ? (r->keep_len ? r->keep_off : r->size) : r->keep_off + r->keep_len;
+		int async = ns > 0 && (dir == ZERO || r->backup_pinned);
 		/* Chunks round-robin over the streams: both copy engines and
 		 * several DMA queues stay busy on large regions. */
-		size_t lo = dir == ZERO ? 0 : r->keep_off;
-		size_t hi = dir == ZERO ? r->size : r->keep_off + r->keep_len;
-		for (size_t off = lo, k = 0; rc == CUDA_SUCCESS && off < hi; off += chunk, k++) {
-			size_t len = hi - off < chunk ? hi - off : chunk;
-			CUstream st = ns ? s[k % (size_t)ns] : NULL;
-			char *host = (char *)r->backup + (off - lo);
-			if (dir == ZERO)
-				rc = d->cuMemsetD8Async(r->va + off, 0, len, st);
-			else if (!r->backup_pinned)
-				rc = dir == OUT ? d->cuMemcpyDtoH(host, r->va + off, len)
-						: d->cuMemcpyHtoD(r->va + off, host, len);
-			else
-				rc = dir == OUT ? d->cuMemcpyDtoHAsync(host, r->va + off, len, st)
-						: d->cuMemcpyHtoDAsync(r->va + off, host, len, st);
+		for (size_t off = lo, k = 0; rc == CUDA_SUCCESS && off < hi; off += csize, k++) {
+			size_t len = hi - off < csize ? hi - off : csize;
+			rc = chunk(d, dir, r->va + off, dir == ZERO ? NULL : (char *)r->backup + (off - lo), len,
+				   ns ? s[k % (size_t)ns] : NULL, async);
 		}
 		for (int k = 0; wait && k < ns; k++) {
 			CUresult sr = d->cuStreamSynchronize(s[k]);

@@ -2,8 +2,10 @@
  * asynchronous copies spread over several streams per context, so the
  * copy engines of both directions stay busy.  Host buffers are pinned
  * (cuMemHostAlloc), allocated on the first pause of a region and kept for
- * the next one; when pinning fails the copy falls back to pageable memory.
- * Called with the regions lock held, from the pause/resume thread only. */
+ * the next one; when pinning fails the copy falls back to pageable memory
+ * (synchronous copies), and so it does when no copy stream can be created.
+ * Called from the pause/resume thread only, on pinned regions, WITHOUT the
+ * regions lock (they take it for the backup pointer). */
 #ifndef MSV_COPY_H
 #define MSV_COPY_H
 
@@ -18,7 +20,8 @@ CUresult _msv_copy_out(struct msv_region **list, size_t n);
 /* Host -> device from each region's backup into its kept range; returns
  * once issued (see _msv_copy_wait). */
 CUresult _msv_copy_in_async(struct msv_region **list, size_t n);
-/* Zero-fill each region up to its kept tail; returns once issued. */
+/* Zero-fill each region up to its kept tail (nothing when it is kept
+ * whole); returns once issued. */
 CUresult _msv_copy_zero_async(struct msv_region **list, size_t n);
 /* Wait for every issued copy and fill; the first failure, if any. */
 CUresult _msv_copy_wait(void);

@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,14 +12,21 @@
 #include "regions.h"
 #include "tracer/driver.h"
 #include "tracer/log.h"
+#include "tracer/options.h"
 #include "tracer/thread.h"
 #include "tracer/trace_format.h"
 #include "tracer/trace_writer.h"
 #include "tracer/tracer.h"
 #include "trim.h"
 
-/* One pause or resume at a time; the regions lock is taken inside it so
- * allocations and frees of other threads wait only for the release itself. */
+/* One pause or resume at a time (op_lock).  The regions lock guards the
+ * table only: an operation takes it to choose and pin its regions and to
+ * flip their state, and drops it for everything that waits on the GPU
+ * (synchronize, copies, map, unmap).  Holding it across those stalled
+ * every allocation, free and pointer query of the engine, and deadlocked
+ * when the GPU work being waited for needed a thread blocked on the lock.
+ * The pausing thread works in relaxed capture mode: its synchronize and
+ * pinning must not invalidate a CUDA-graph capture on another thread. */
 static pthread_mutex_t op_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned paused_mask;
 static struct msv_timing last_pause, last_resume;
@@ -35,53 +44,138 @@ void _msv_saver_last(struct msv_timing *p, struct msv_timing *r)
 	pthread_mutex_unlock(&op_lock);
 }
 
-static int wanted(const struct msv_region *r, unsigned mask, int resident)
+/* A pause acts on mapped regions, a resume on released ones and on those a
+ * failed resume left mapped with stale contents. */
+static int wanted(const struct msv_region *r, unsigned mask, int pause)
 {
 	const struct msv_policy *p = _msv_tracer_policy();
-	return r->wrapped && r->resident == resident && (mask & (1u << r->cat)) &&
-	       _msv_policy_action(p, r->cat) != MSV_ACT_KEEP;
+	if (!r->wrapped || !(mask & (1u << r->cat)) || _msv_policy_action(p, r->cat) == MSV_ACT_KEEP)
+		return 0;
+	return pause ? r->resident : !r->resident || r->stale;
 }
 
-/* Every region the call acts on, in table order.  Locked. */
-static struct msv_region **collect(unsigned mask, int resident, size_t *n)
+/* Every region the call acts on, in table order, pinned.  Locked. */
+static struct msv_region **collect(unsigned mask, int pause, size_t *n)
 {
 	size_t cap = 0, k = 0;
 	struct msv_region *r, *tmp, **list = NULL;
 	HASH_ITER(hh, _msv_regions_all(), r, tmp)
-		cap += wanted(r, mask, resident);
+		cap += wanted(r, mask, pause);
 	list = calloc(cap ? cap : 1, sizeof(*list));
 	if (!list)
 		return NULL;
 	HASH_ITER(hh, _msv_regions_all(), r, tmp)
-		if (wanted(r, mask, resident))
+		if (wanted(r, mask, pause))
 			list[k++] = r;
+	_msv_regions_pin(list, k);
 	*n = k;
 	return list;
 }
 
-/* Wait for the GPU work of every context that owns one of the regions. */
-static CUresult sync_contexts(struct msv_region **list, size_t n)
+/* Synchronizing may never return (a rank blocked in a collective whose peer
+ * is paused, a spinning kernel), so it runs on a thread of its own and the
+ * pause waits for it until the deadline.  A job given up on is freed by
+ * the thread when the GPU finally answers. */
+#define MAX_SYNC_CTX 16
+struct sync_job {
+	pthread_mutex_t m;
+	pthread_cond_t c;
+	CUcontext ctx[MAX_SYNC_CTX];
+	size_t n;
+	CUresult rc;
+	int done, abandoned;
+};
+
+static void sync_job_free(struct sync_job *j)
+{
+	pthread_cond_destroy(&j->c);
+	pthread_mutex_destroy(&j->m);
+	free(j);
+}
+
+static CUresult sync_list(const CUcontext *ctx, size_t n)
 {
 	const struct msv_driver *d = _msv_drv();
-	CUcontext done[16];
-	size_t nd = 0;
 	CUresult rc = CUDA_SUCCESS;
 	MSV_BUSY_BEGIN();
 	for (size_t i = 0; i < n && rc == CUDA_SUCCESS; i++) {
-		size_t j = 0;
-		while (j < nd && done[j] != list[i]->ctx)
-			j++;
-		if (j < nd)
-			continue;
 		CUcontext old;
-		if ((rc = d->cuCtxPushCurrent(list[i]->ctx)) != CUDA_SUCCESS)
+		if ((rc = d->cuCtxPushCurrent(ctx[i])) != CUDA_SUCCESS)
 			break;
 		rc = d->cuCtxSynchronize();
 		d->cuCtxPopCurrent(&old);
-		if (nd < 16)
-			done[nd++] = list[i]->ctx;
 	}
 	MSV_BUSY_END();
+	return rc;
+}
+
+static void relaxed(CUstreamCaptureMode *mode)
+{
+	const struct msv_driver *d = _msv_drv();
+	if (d && d->cuThreadExchangeStreamCaptureMode)
+		d->cuThreadExchangeStreamCaptureMode(mode);
+}
+
+static void *syncer(void *arg)
+{
+	struct sync_job *j = arg;
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+	relaxed(&mode);
+	CUresult rc = sync_list(j->ctx, j->n);
+	pthread_mutex_lock(&j->m);
+	j->rc = rc;
+	j->done = 1;
+	int abandoned = j->abandoned;
+	pthread_cond_signal(&j->c);
+	pthread_mutex_unlock(&j->m);
+	if (abandoned)
+		sync_job_free(j);
+	return NULL;
+}
+
+/* Wait for the GPU work of every context that owns one of the regions, at
+ * most timeout_s seconds (0: no limit).  CUDA_ERROR_TIMEOUT when the
+ * deadline passed; the GPU work is left running. */
+static CUresult sync_contexts(struct msv_region **list, size_t n, int timeout_s)
+{
+	struct sync_job *j = calloc(1, sizeof(*j));
+	if (!j)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	for (size_t i = 0; i < n; i++) {
+		size_t k = 0;
+		while (k < j->n && j->ctx[k] != list[i]->ctx)
+			k++;
+		if (k == j->n && j->n < MAX_SYNC_CTX)
+			j->ctx[j->n++] = list[i]->ctx;
+	}
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_mutex_init(&j->m, NULL);
+	pthread_cond_init(&j->c, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_t t;
+	if (timeout_s <= 0 || pthread_create(&t, NULL, syncer, j) != 0) {
+		CUresult rc = sync_list(j->ctx, j->n);
+		sync_job_free(j);
+		return rc;
+	}
+	pthread_detach(t);
+	struct timespec dl;
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += timeout_s;
+	pthread_mutex_lock(&j->m);
+	while (!j->done && pthread_cond_timedwait(&j->c, &j->m, &dl) != ETIMEDOUT)
+		;
+	int done = j->done;
+	CUresult rc = done ? j->rc : CUDA_ERROR_TIMEOUT;
+	j->abandoned = !done;
+	pthread_mutex_unlock(&j->m);
+	if (done)
+		sync_job_free(j);
 	return rc;
 }
 
@@ -123,17 +217,17 @@ static void pop_ctx(int pushed)
 		_msv_drv()->cuCtxPopCurrent(&old);
 }
 
-/* The regions a pause (resident ones) or resume (released ones) acts on.
- * Returns 1 with the regions lock held and *list to free, 0 when there is
- * nothing to do (a warning in err), or -ENOMEM. */
+/* The regions a pause or resume acts on, pinned.  Returns 1 with *list to
+ * free (unpin first), 0 when there is nothing to do (a warning in err), or
+ * -ENOMEM.  The regions lock is not held on return. */
 static int begin(int pause, unsigned mask, char *cats, size_t catlen, struct msv_region ***list, size_t *n,
 		 char *err, size_t errlen)
 {
 	names(mask, cats, catlen);
 	_msv_regions_lock();
 	*list = collect(mask, pause, n);
+	_msv_regions_unlock();
 	if (!*list) {
-		_msv_regions_unlock();
 		snprintf(err, errlen, "%s: out of host memory", pause ? "pause" : "resume");
 		return -ENOMEM;
 	}
@@ -143,11 +237,30 @@ static int begin(int pause, unsigned mask, char *cats, size_t catlen, struct msv
 		snprintf(err, errlen, pause ? "pause of %s: already paused; nothing to do"
 					    : "resume of %s: nothing is paused; nothing to do", cats);
 		MSV_WARN("%s", err);
-		_msv_regions_unlock();
 		free(*list);
 		return 0;
 	}
 	return 1;
+}
+
+static void end(struct msv_region **list, size_t n, CUstreamCaptureMode *mode)
+{
+	_msv_regions_unpin(list, n);
+	free(list);
+	relaxed(mode);
+	pthread_mutex_unlock(&op_lock);
+}
+
+/* Host bytes the backups hold (they stay allocated for the next pause). */
+static uint64_t backup_host_bytes(void)
+{
+	uint64_t host = 0;
+	struct msv_region *it, *tmp;
+	_msv_regions_lock();
+	HASH_ITER(hh, _msv_regions_all(), it, tmp)
+		host += it->backup ? it->keep_len : 0;
+	_msv_regions_unlock();
+	return host;
 }
 
 int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
@@ -156,31 +269,46 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 	char cats[128];
 	size_t n = 0;
 	struct msv_region **list;
+	CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
 	pthread_mutex_lock(&op_lock);
+	relaxed(&mode);
 	uint64_t t0 = _msv_now_ns();
 	int go = begin(1, mask, cats, sizeof(cats), &list, &n, err, errlen);
 	if (go <= 0) {
-		rc = go;
-		goto out;
+		relaxed(&mode);
+		pthread_mutex_unlock(&op_lock);
+		return go;
 	}
 	int pushed = push_ctx(list, n);
-	CUresult cr = sync_contexts(list, n);
+	int timeout = _msv_options()->pause_timeout;
+	CUresult cr = sync_contexts(list, n, timeout);
 	if (cr != CUDA_SUCCESS) {
-		snprintf(err, errlen, "pause: synchronizing the GPU failed: %s; nothing was released",
-			 _msv_cu_error(cr));
-		rc = -EIO;
-		goto unlock;
+		if (cr == CUDA_ERROR_TIMEOUT)
+			snprintf(err, errlen,
+				 "pause: the GPU work in flight did not finish within %d s (MEMSAVER_PAUSE_TIMEOUT); "
+				 "nothing was released and the engine keeps running",
+				 timeout);
+		else
+			snprintf(err, errlen, "pause: synchronizing the GPU failed: %s; nothing was released",
+				 _msv_cu_error(cr));
+		rc = cr == CUDA_ERROR_TIMEOUT ? -ETIMEDOUT : -EIO;
+		record(MSV_REC_PAUSE, mask, 0, _msv_now_ns() - t0, 0, 0, 0);
+		goto out;
 	}
 	_msv_tracer_phase("before_pause");
-	/* Back up first, release after: a failed copy leaves everything mapped. */
+	/* Back up first, release after: a failed copy leaves everything mapped.
+	 * A stale region's backup already holds its true contents. */
 	size_t nb = 0;
 	uint64_t backup_bytes = 0;
 	struct msv_region **bl = calloc(n ? n : 1, sizeof(*bl));
+	_msv_regions_lock();
 	for (size_t i = 0; bl && i < n; i++)
-		if (_msv_region_keep(list[i], _msv_policy_action(_msv_tracer_policy(), list[i]->cat))) {
+		if (_msv_region_keep(list[i], _msv_policy_action(_msv_tracer_policy(), list[i]->cat)) &&
+		    !list[i]->stale) {
 			bl[nb++] = list[i];
 			backup_bytes += list[i]->keep_len;
 		}
+	_msv_regions_unlock();
 	uint64_t c0 = _msv_now_ns();
 	cr = bl ? _msv_copy_out(bl, nb) : CUDA_ERROR_OUT_OF_MEMORY;
 	uint64_t copy_ns = _msv_now_ns() - c0;
@@ -189,7 +317,7 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 		snprintf(err, errlen, "pause: backup copy failed: %s; nothing was released", _msv_cu_error(cr));
 		rc = -EIO;
 		record(MSV_REC_PAUSE, mask, 0, _msv_now_ns() - t0, 0, copy_ns, 0);
-		goto unlock;
+		goto out;
 	}
 	uint64_t released = 0, u0 = _msv_now_ns();
 	for (size_t i = 0; i < n; i++) {
@@ -211,13 +339,8 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 	uint64_t trimmed = 0;
 	if (rc == 0)
 		_msv_trim_context(list, n, &trimmed);
-	/* Host memory the backups hold (they stay allocated for the next
-	 * pause): the report's saver section shows it. */
-	uint64_t host = 0;
-	struct msv_region *it, *tmp;
-	HASH_ITER(hh, _msv_regions_all(), it, tmp)
-		host += it->backup ? it->keep_len : 0;
-	struct msv_rec meta = {.type = MSV_REC_META, .api = MSV_META_STAGING, .size = host};
+	/* The report's saver section shows the host memory the backups hold. */
+	struct msv_rec meta = {.type = MSV_REC_META, .api = MSV_META_STAGING, .size = backup_host_bytes()};
 	_msv_tracer_record(&meta);
 	/* The pause record, then the reading that shows its effect: the
 	 * analyzer takes the first "pause" phase after a pause record. */
@@ -230,20 +353,31 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 	MSV_INFO("paused %s: %zu regions, %llu bytes released, %llu backed up; %.1f ms (copy %.1f, unmap %.1f)",
 		 cats, n, (unsigned long long)released, (unsigned long long)backup_bytes, dur / 1e6, copy_ns / 1e6,
 		 unmap_ns / 1e6);
-unlock:
-	pop_ctx(pushed);
-	_msv_regions_unlock();
-	free(list);
 out:
-	pthread_mutex_unlock(&op_lock);
+	pop_ctx(pushed);
+	end(list, n, &mode);
 	return rc;
 }
 
-static void rollback(struct msv_region **list, size_t n)
+/* Undo what a failed resume did: unmap what it mapped.  A region whose
+ * unmap fails stays mapped but stale — its backup stays authoritative, the
+ * next pause does not copy over it and the next resume restores it. */
+static void rollback(struct msv_region **list, size_t n, const unsigned char *mapped_now)
 {
-	for (size_t i = 0; i < n; i++)
-		if (list[i]->resident)
-			_msv_region_unmap(list[i]);
+	for (size_t i = 0; i < n; i++) {
+		if (!list[i]->resident)
+			continue;
+		if (!mapped_now[i] && !list[i]->stale)
+			continue;
+		if (_msv_region_unmap(list[i]) != CUDA_SUCCESS) {
+			_msv_regions_lock();
+			list[i]->stale = 1;
+			_msv_regions_unlock();
+			MSV_WARN("resume rollback: cannot unmap the region at 0x%llx; it stays mapped and is "
+				 "restored from its backup by the next resume",
+				 (unsigned long long)list[i]->va);
+		}
+	}
 }
 
 int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
@@ -252,27 +386,32 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 	char cats[128];
 	size_t n = 0;
 	struct msv_region **list;
+	CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
 	pthread_mutex_lock(&op_lock);
+	relaxed(&mode);
 	uint64_t t0 = _msv_now_ns();
 	int go = begin(0, mask, cats, sizeof(cats), &list, &n, err, errlen);
 	if (go <= 0) {
-		rc = go;
-		goto out;
+		relaxed(&mode);
+		pthread_mutex_unlock(&op_lock);
+		return go;
 	}
 	int pushed = push_ctx(list, n);
 	/* The context's limits come back before anything can run on it. */
 	_msv_untrim_context();
 	uint64_t need = 0;
 	for (size_t i = 0; i < n; i++)
-		need += list[i]->mapped;
+		need += list[i]->resident ? 0 : list[i]->mapped;
 	/* Map everything, then fill and restore.  Overlapping the copies with
 	 * the mapping was measured on an H200 and gained nothing: the driver
 	 * serializes them. */
 	const struct msv_policy *pol = _msv_tracer_policy();
 	struct msv_region **zl = calloc(n ? n : 1, sizeof(*zl)), **bl = calloc(n ? n : 1, sizeof(*bl));
+	unsigned char *mapped_now = calloc(n ? n : 1, 1);
 	size_t nz = 0, nb = 0;
 	uint64_t restore_bytes = 0, slowest_ns = 0, slowest_bytes = 0;
-	CUresult cr = zl && bl ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+	CUresult cr = zl && bl && mapped_now ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+	_msv_regions_lock();
 	for (size_t i = 0; cr == CUDA_SUCCESS && i < n; i++) {
 		/* Fresh physical pages hold whatever the driver gives; `zero`
 		 * promises zeros, so they are written, not assumed. */
@@ -284,12 +423,16 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 			restore_bytes += list[i]->keep_len;
 		}
 	}
+	_msv_regions_unlock();
 	uint64_t m0 = _msv_now_ns();
 	int map_failed = 0;
 	for (size_t i = 0; i < n && cr == CUDA_SUCCESS; i++) {
+		if (list[i]->resident)
+			continue; /* stale: mapped already, restored below */
 		uint64_t r0 = _msv_now_ns();
 		cr = _msv_region_map(list[i]);
 		map_failed = cr != CUDA_SUCCESS;
+		mapped_now[i] = cr == CUDA_SUCCESS;
 		if (_msv_now_ns() - r0 > slowest_ns)
 			slowest_ns = _msv_now_ns() - r0, slowest_bytes = list[i]->mapped;
 	}
@@ -308,7 +451,8 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 	MSV_DEBUG("resume: slowest region map %.2f ms for %llu bytes", slowest_ns / 1e6,
 		  (unsigned long long)slowest_bytes);
 	if (cr != CUDA_SUCCESS) {
-		rollback(list, n);
+		if (mapped_now)
+			rollback(list, n, mapped_now);
 		size_t fr = 0, tot = 0;
 		const struct msv_driver *d = _msv_drv();
 		MSV_BUSY_BEGIN();
@@ -327,8 +471,12 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 				 cats, _msv_cu_error(cr));
 		rc = cr == CUDA_ERROR_OUT_OF_MEMORY ? -ENOMEM : -EIO;
 		record(MSV_REC_RESUME, mask, 0, _msv_now_ns() - t0, 0, copy_ns, 0);
-		goto unlock;
+		goto out;
 	}
+	_msv_regions_lock();
+	for (size_t i = 0; i < n; i++)
+		list[i]->stale = 0;
+	_msv_regions_unlock();
 	paused_mask &= ~mask;
 	uint64_t dur = _msv_now_ns() - t0;
 	record(MSV_REC_RESUME, mask, need, dur, restore_bytes, copy_ns, 1);
@@ -338,13 +486,11 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 					  .ok = 1, .valid = 1};
 	MSV_INFO("resumed %s: %zu regions, %llu bytes; %.1f ms (map %.1f, zero+restore %.1f)", cats, n,
 		 (unsigned long long)need, dur / 1e6, map_ns / 1e6, copy_ns / 1e6);
-unlock:
+out:
+	free(mapped_now);
 	if (rc != 0)
 		_msv_retrim_context();
 	pop_ctx(pushed);
-	_msv_regions_unlock();
-	free(list);
-out:
-	pthread_mutex_unlock(&op_lock);
+	end(list, n, &mode);
 	return rc;
 }

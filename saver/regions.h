@@ -3,8 +3,14 @@
  * physical memory can be released and re-created at the same address.
  *
  * The table also remembers pass-through allocations (size and category) so
- * frees and status can be answered.  One mutex guards the table; functions
- * marked "locked" expect the caller to hold it (_msv_regions_lock).
+ * frees and status can be answered.  One mutex guards the table and the
+ * fields other threads read (resident, stale, backup, pinned, doomed);
+ * functions marked "locked" expect the caller to hold it
+ * (_msv_regions_lock).  The lock guards the table, never GPU work: a pause
+ * or resume pins its regions under the lock, then synchronizes, copies,
+ * maps and unmaps without it (see saver/pause.c).  A pinned region is not
+ * destroyed: a free that meets one only marks it doomed and the operation
+ * destroys it when it unpins.
  * Functions at the CUDA boundary return 0 or a CUresult. */
 #ifndef MSV_REGIONS_H
 #define MSV_REGIONS_H
@@ -29,6 +35,10 @@ struct msv_region {
 	void *backup;         /* host copy of [keep_off, keep_off + keep_len), or NULL */
 	int backup_pinned;    /* backup came from cuMemHostAlloc */
 	size_t keep_off, keep_len; /* what a pause keeps: see _msv_region_keep */
+	int stale;            /* resident, but the backup holds the true contents (a
+			       * resume failed and could not unmap it again) */
+	int pinned;           /* a pause or resume works on it outside the lock */
+	int doomed;           /* freed while pinned: destroyed at unpin */
 	UT_hash_handle hh;
 };
 
@@ -41,30 +51,53 @@ struct msv_region *_msv_regions_all(void);
  * context's device; registers the region.  0 or the failing CUresult (then
  * nothing is left behind). */
 CUresult _msv_region_create(size_t size, enum msv_category cat, CUdeviceptr *out, size_t *mapped);
-/* Physical memory for an existing reservation (resume).  Locked. */
+/* Physical memory for an existing reservation (resume).  The region must be
+ * pinned; sets resident under the lock.  Called without the lock. */
 CUresult _msv_region_map(struct msv_region *r);
-/* Unmap and release the physical memory, keep the reservation.  Locked. */
+/* Unmap and release the physical memory, keep the reservation.  Pinned
+ * region, called without the lock; clears resident under it. */
 CUresult _msv_region_unmap(struct msv_region *r);
+/* Let `dev` access memory of device `owner` from now on (cuCtxEnablePeerAccess
+ * seen): wrapped regions of owner get the access now and after every map, as
+ * cuMemAlloc memory does.  0 or the first failing CUresult. */
+CUresult _msv_regions_grant_peer(CUdevice owner, CUdevice dev);
 
+/* Put back a region taken out by _msv_regions_take (its free failed). */
+void _msv_regions_put(struct msv_region *r);
 /* Remember a pass-through allocation. */
 void _msv_regions_note(CUdeviceptr va, size_t size, enum msv_category cat);
 /* Forget `va`: returns the region removed (caller frees it with
- * _msv_region_destroy) or NULL when unknown. */
-struct msv_region *_msv_regions_take(CUdeviceptr va);
+ * _msv_region_free) or NULL when unknown.  A pinned region is removed from
+ * the table but marked doomed and *deferred set: the pause or resume that
+ * pinned it destroys it, and the caller must not touch it. */
+struct msv_region *_msv_regions_take(CUdeviceptr va, int *deferred);
+/* Wait for the region's context (a kernel may still use the memory), then
+ * _msv_region_destroy.  A failed synchronize is returned and nothing is
+ * released (cuMemFree behaves the same on a context in error). */
+CUresult _msv_region_free(struct msv_region *r);
 /* Release what a region holds (mapping, handle, reservation, backup) and
  * free it.  Pass-through entries are only freed. */
 CUresult _msv_region_destroy(struct msv_region *r);
+/* Mark every region of list pinned (locked). */
+void _msv_regions_pin(struct msv_region **list, size_t n);
+/* Unpin them and destroy those freed meanwhile (takes the lock itself). */
+void _msv_regions_unpin(struct msv_region **list, size_t n);
 /* The wrapped region containing addr (interior pointers too), or NULL.  Locked. */
 struct msv_region *_msv_regions_find(CUdeviceptr addr);
 
-/* Set r->keep_off/keep_len for a pause under `action`: backup keeps the
- * whole allocation; discard keeps the segment tail a caching allocator may
- * have handed to other tensors (PyTorch rounds segments over 20 MiB up to
- * 2 MiB and splits the rest off for later tensors, so the last 2 MiB of
- * such a segment may hold live data of another category; its 2 MiB and
- * 20 MiB segments are shared outright and are kept whole).  zero keeps
- * nothing: it promises zeros.  Returns the bytes kept. */
+/* Set r->keep_off/keep_len for a pause under `action`.  backup keeps the
+ * whole allocation.  discard and zero keep what PyTorch's caching allocator
+ * may have handed to other tensors (the segment-tail rule, docs/saver.md):
+ *   - segments of exactly 2 MiB (small pool) or 20 MiB (large pool for
+ *     requests between 1 and 10 MiB) serve many tensors: kept whole;
+ *   - other segments of 10 MiB or more are a request of R bytes rounded up
+ *     to 2 MiB; the remainder (under 2 MiB - 512 bytes, split off when over
+ *     1 MiB) may serve another tensor: the last 2 MiB - 512 bytes are kept;
+ *   - any other size is not a caching-allocator segment shape: nothing kept.
+ * zero zero-fills the rest on resume.  Returns the bytes kept. */
 size_t _msv_region_keep(struct msv_region *r, int action);
+/* The part of a segment of `size` bytes that the rule above keeps. */
+void _msv_segment_shared(size_t size, size_t *off, size_t *len);
 
 /* Granularity of the device (cached); 2 MiB when unknown. */
 size_t _msv_granularity(CUdevice dev);

@@ -38,6 +38,7 @@ REAL(cuStreamEndCapture);
 REAL_AS(cuStreamEndCapture_ptsz, cuStreamEndCapture);
 REAL(cuGraphInstantiateWithFlags);
 REAL(cuDevicePrimaryCtxRetain);
+REAL(cuCtxEnablePeerAccess);
 REAL(cuMemCreate);
 REAL(cuMemRelease);
 REAL(cuMemMap);
@@ -126,7 +127,8 @@ static CUresult w_cuMemFree_v2(CUdeviceptr p)
 {
 	if (!real_cuMemFree_v2)
 		return CUDA_ERROR_NOT_INITIALIZED;
-	struct msv_region *r = p ? _msv_regions_take(p) : NULL;
+	int deferred;
+	struct msv_region *r = p ? _msv_regions_take(p, &deferred) : NULL;
 	if (!r)
 		return real_cuMemFree_v2(p);
 	if (!r->wrapped) {
@@ -135,16 +137,19 @@ static CUresult w_cuMemFree_v2(CUdeviceptr p)
 		_msv_region_destroy(r);
 		return rc;
 	}
-	/* cuMemFree waits for the device; so does a free of a wrapped region,
-	 * or a kernel still using it would read unmapped memory. */
-	const struct msv_driver *d = _msv_drv();
-	if (r->resident)
-		CALL(d->cuCtxSynchronize());
 	size_t size = r->size, mapped = r->mapped;
 	int cat = r->cat;
-	CUresult rc = _msv_region_destroy(r);
-	if (rc != CUDA_SUCCESS)
-		MSV_WARN("releasing a wrapped region at 0x%llx failed: %s", (unsigned long long)p, _msv_cu_error(rc));
+	/* A pause or resume is working on it: it releases the region when it
+	 * is done (the address is not handed out again before that). */
+	CUresult rc = deferred ? CUDA_SUCCESS : _msv_region_free(r);
+	if (rc != CUDA_SUCCESS) {
+		/* The context is in error: like cuMemFree, fail and keep the
+		 * memory (the region goes back into the table). */
+		MSV_WARN("freeing the wrapped region at 0x%llx failed: %s; it stays allocated",
+			 (unsigned long long)p, _msv_cu_error(rc));
+		_msv_regions_put(r);
+		return rc;
+	}
 	_msv_tracer_free(MSV_API_MEM_FREE, p, size, mapped, cat);
 	return CUDA_SUCCESS;
 }
@@ -262,6 +267,30 @@ static CUresult w_cuGraphInstantiateWithFlags(CUgraphExec *e, CUgraph g, unsigne
 	return r;
 }
 
+/* cuMemAlloc memory becomes reachable from the peer once peer access is
+ * enabled; VMM memory needs its own grant (saver/regions.c). */
+static CUresult w_cuCtxEnablePeerAccess(CUcontext peer, unsigned flags)
+{
+	CUresult r = CALL(real_cuCtxEnablePeerAccess(peer, flags));
+	const struct msv_driver *d = _msv_drv();
+	CUdevice me, owner;
+	CUcontext old;
+	if (r != CUDA_SUCCESS || !d || !_msv_tracer_active())
+		return r;
+	MSV_BUSY_BEGIN();
+	int ok = d->cuCtxGetDevice(&me) == CUDA_SUCCESS && d->cuCtxPushCurrent(peer) == CUDA_SUCCESS;
+	if (ok) {
+		ok = d->cuCtxGetDevice(&owner) == CUDA_SUCCESS;
+		d->cuCtxPopCurrent(&old);
+	}
+	MSV_BUSY_END();
+	CUresult g = ok ? _msv_regions_grant_peer(owner, me) : CUDA_ERROR_INVALID_CONTEXT;
+	if (g != CUDA_SUCCESS)
+		MSV_WARN("peer access from the current device to the peer context's wrapped memory could not be "
+			 "granted: %s; kernels of that device reading it will fault", _msv_cu_error(g));
+	return r;
+}
+
 static CUresult w_cuDevicePrimaryCtxRetain(CUcontext *ctx, CUdevice dev)
 {
 	CUresult r = CALL(real_cuDevicePrimaryCtxRetain(ctx, dev));
@@ -352,6 +381,7 @@ const struct msv_hook _msv_hooks[] = {
 	HOOK("cuStreamEndCapture", cuStreamEndCapture_ptsz, 1, 10000),
 	HOOK("cuGraphInstantiateWithFlags", cuGraphInstantiateWithFlags, 0, 11040),
 	HOOK("cuDevicePrimaryCtxRetain", cuDevicePrimaryCtxRetain, 0, 7000),
+	HOOK("cuCtxEnablePeerAccess", cuCtxEnablePeerAccess, 0, 4000),
 	HOOK("cuMemCreate", cuMemCreate, 0, 10020),
 	HOOK("cuMemRelease", cuMemRelease, 0, 10020),
 	HOOK("cuMemMap", cuMemMap, 0, 10020),

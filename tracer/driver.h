@@ -46,6 +46,7 @@
 	X(cuMemcpyDtoH)                   \
 	X(cuMemcpyHtoD)                   \
 	X(cuMemsetD8Async)                \
+	X(cuMemsetD8)                     \
 	X(cuStreamCreate)                 \
 	X(cuStreamDestroy)                \
 	X(cuStreamSynchronize)            \

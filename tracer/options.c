@@ -33,6 +33,7 @@ static const struct opt {
 	{"MEMSAVER_CHUNK", SIZE, "16MiB", OPT(chunk_bytes)},
 	{"MEMSAVER_STREAMS", INT, "4", OPT(streams)},
 	{"MEMSAVER_PREPIN", BOOL, "0", OPT(prepin)},
+	{"MEMSAVER_PAUSE_TIMEOUT", INT, "30", OPT(pause_timeout)},
 };
 
 int _msv_parse_bool(const char *s, int *out)

@@ -28,11 +28,22 @@ struct drv {
 	CUresult (*info)(size_t *, size_t *);
 	CUresult (*htod)(CUdeviceptr, const void *, size_t);
 	CUresult (*dtoh)(void *, CUdeviceptr, size_t);
+	CUresult (*ctxCreate)(CUcontext *, unsigned, CUdevice);
+	CUresult (*ctxSync)(void);
+	CUresult (*streamCreate)(CUstream *, unsigned);
+	CUresult (*beginCapture)(CUstream, CUstreamCaptureMode);
+	CUresult (*endCapture)(CUstream, CUgraph *);
+	CUresult (*memsetAsync)(CUdeviceptr, unsigned char, size_t, CUstream);
+	CUresult (*retainHandle)(CUmemGenericAllocationHandle *, void *);
+	CUresult (*handleProps)(CUmemAllocationProp *, CUmemGenericAllocationHandle);
+	CUresult (*release)(CUmemGenericAllocationHandle);
+	CUresult (*exchangeMode)(CUstreamCaptureMode *);
 	int (*pause)(const char *);
 	int (*resume)(const char *);
 	int (*region_begin)(const char *);
 	int (*region_end)(void);
 	const char *(*last_error)(void);
+	int (*report_write)(const char *);
 };
 static struct drv D;
 static CUcontext CTX;
@@ -74,6 +85,16 @@ static void cuda_up(void)
 	D.info = proc(gpa, "cuMemGetInfo", 3020);
 	D.htod = proc(gpa, "cuMemcpyHtoD", 3020);
 	D.dtoh = proc(gpa, "cuMemcpyDtoH", 3020);
+	D.ctxCreate = proc(gpa, "cuCtxCreate", 3020);
+	D.ctxSync = proc(gpa, "cuCtxSynchronize", 2000);
+	D.streamCreate = proc(gpa, "cuStreamCreate", 2000);
+	D.beginCapture = proc(gpa, "cuStreamBeginCapture", 10010);
+	D.endCapture = proc(gpa, "cuStreamEndCapture", 10000);
+	D.memsetAsync = proc(gpa, "cuMemsetD8Async", 3020);
+	D.retainHandle = proc(gpa, "cuMemRetainAllocationHandle", 11000);
+	D.handleProps = proc(gpa, "cuMemGetAllocationPropertiesFromHandle", 10020);
+	D.release = proc(gpa, "cuMemRelease", 10020);
+	D.exchangeMode = proc(gpa, "cuThreadExchangeStreamCaptureMode", 10010);
 	CUdevice dev;
 	if (D.init(0) || D.deviceGet(&dev, 0) || D.retain(&CTX, dev) || D.setCurrent(CTX)) {
 		fprintf(stderr, "CUDA init on the fake failed\n");
@@ -84,7 +105,8 @@ static void cuda_up(void)
 	D.region_begin = dlsym(RTLD_DEFAULT, "msv_region_begin");
 	D.region_end = dlsym(RTLD_DEFAULT, "msv_region_end");
 	D.last_error = dlsym(RTLD_DEFAULT, "msv_last_error");
-	if (!D.pause || !D.resume || !D.region_begin || !D.region_end || !D.last_error) {
+	D.report_write = dlsym(RTLD_DEFAULT, "msv_report_write");
+	if (!D.pause || !D.resume || !D.region_begin || !D.region_end || !D.last_error || !D.report_write) {
 		fprintf(stderr, "libmemsaver.so is not preloaded\n");
 		exit(1);
 	}

@@ -3,8 +3,11 @@
  * program allocates is weights (backup) unless an explicit region says
  * otherwise; other = keep.  Each test runs in its own forked child and
  * initialises CUDA there. */
+#include <jansson.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/wait.h>
+#include <time.h>
 
 #include "common.h"
 
@@ -181,24 +184,368 @@ START_TEST(test_wrap_failure)
 }
 END_TEST
 
-/* A discarded segment keeps its last 2 MiB: PyTorch's caching allocator
- * hands the tail of a segment over 20 MiB to later tensors of any category
- * (seen on an H200: a bs=32 index tensor inside the KV pool's segment). */
-START_TEST(test_discard_keeps_segment_tail)
+/* The segment-tail rule (docs/saver.md): discard and zero keep what
+ * PyTorch's caching allocator may have handed to another tensor.  Each row:
+ * a segment size, whether it is kept whole, the tail kept otherwise. */
+static const struct {
+	size_t size;
+	int whole;
+	size_t tail;
+} segments[] = {
+	{2 * MiB, 1, 0},                       /* small pool: many tensors */
+	{20 * MiB, 1, 0},                      /* large pool buffer for 1-10 MiB requests */
+	{10 * MiB, 0, 2 * MiB - 512},          /* a 10 MiB request */
+	{12 * MiB, 0, 2 * MiB - 512},          /* 10.5 MiB request: 1.5 MiB remainder */
+	{18 * MiB, 0, 2 * MiB - 512},
+	{32 * MiB, 0, 2 * MiB - 512},
+	{6 * MiB, 0, 0},                       /* not a caching-allocator shape */
+	{64 * MiB + 4096, 0, 0},               /* exact size: no remainder to share */
+};
+
+static void segment_case(const char *cat, size_t i)
+{
+	size_t size = segments[i].size, tail = segments[i].whole ? size : segments[i].tail;
+	size_t head = size - tail, probe = head < 4096 ? head : 4096;
+	CUdeviceptr p;
+	ck_assert_int_eq(D.region_begin(cat), 0);
+	CU_OK(D.alloc(&p, size));
+	ck_assert_int_eq(D.region_end(), 0);
+	if (tail)
+		fill(p + head, tail, 9);
+	if (probe)
+		fill(p, probe, 5);
+	ck_assert_msg(D.pause(cat) == 0, "pause: %s", D.last_error());
+	ck_assert_msg(D.resume(cat) == 0, "resume: %s", D.last_error());
+	ck_assert_msg(!tail || check(p + head, tail, 9), "%s segment of %zu bytes: kept tail (%zu bytes) lost", cat,
+		      size, tail);
+	if (probe && !strcmp(cat, "kv"))
+		ck_assert_msg(!check(p, probe, 5), "kv segment of %zu bytes: head came back, not discarded", size);
+	if (probe && !strcmp(cat, "workspace")) {
+		unsigned char *b = malloc(probe);
+		CU_OK(D.dtoh(b, p, probe));
+		for (size_t k = 0; k < probe; k++)
+			ck_assert_msg(b[k] == 0, "workspace segment of %zu bytes: byte %zu not zeroed", size, k);
+		free(b);
+	}
+	CU_OK(D.free(p));
+}
+
+START_TEST(test_segment_tail_discard)
 {
 	cuda_up();
-	CUdeviceptr kv;
-	size_t size = 64 * MiB + 4096;
-	ck_assert_int_eq(D.region_begin("kv"), 0);
-	CU_OK(D.alloc(&kv, size));
+	segment_case("kv", (size_t)_i);
+}
+END_TEST
+
+START_TEST(test_segment_tail_zero)
+{
+	cuda_up();
+	segment_case("workspace", (size_t)_i);
+}
+END_TEST
+
+/* FAKECUDA_SYNC_HOLD: the GPU stays busy while the file exists. */
+static char hold[64];
+
+static void hold_gpu(void)
+{
+	snprintf(hold, sizeof(hold), "/tmp/msv-hold-%d", (int)getpid());
+	FILE *f = fopen(hold, "w");
+	ck_assert(f != NULL);
+	fclose(f);
+	setenv("FAKECUDA_SYNC_HOLD", hold, 1);
+}
+
+static void wait_entered(void)
+{
+	char e[80];
+	snprintf(e, sizeof(e), "%s.entered", hold);
+	for (int i = 0; i < 500 && access(e, F_OK) != 0; i++)
+		usleep(10000);
+	ck_assert_msg(access(e, F_OK) == 0, "the pause never reached its synchronize");
+	unlink(e);
+}
+
+static void *pause_thread(void *arg)
+{
+	CU_OK(D.setCurrent(CTX));
+	*(int *)arg = D.pause(NULL);
+	return NULL;
+}
+
+struct others {
+	CUdeviceptr wrapped, made;
+	int done;
+};
+
+/* What other threads of the engine do while a pause waits for the GPU:
+ * allocate (wrapped and pass-through), query pointers, free pass-through
+ * memory (a free of wrapped memory waits for the GPU, as cuMemFree does).
+ * Relaxed mode, as PyTorch allocates while another thread captures. */
+static void *other_work(void *arg)
+{
+	struct others *o = arg;
+	CUdeviceptr b, start = 0;
+	CUstreamCaptureMode m = CU_STREAM_CAPTURE_MODE_RELAXED;
+	CU_OK(D.setCurrent(CTX));
+	CU_OK(D.exchangeMode(&m));
+	CU_OK(D.alloc(&o->made, MiB));
+	CU_OK(D.attr(&start, CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, o->wrapped + 5));
+	ck_assert_int_eq(D.region_begin("other"), 0);
+	CU_OK(D.alloc(&b, MiB));
 	ck_assert_int_eq(D.region_end(), 0);
-	fill(kv + size - 2 * MiB, 2 * MiB, 9);
-	fill(kv, 4096, 5);
-	ck_assert_int_eq(D.pause("kv"), 0);
-	ck_assert_int_eq(D.resume("kv"), 0);
-	ck_assert_msg(check(kv + size - 2 * MiB, 2 * MiB, 9), "segment tail lost by discard");
-	ck_assert_msg(!check(kv, 4096, 5), "the head of a discarded region came back: not discarded");
-	CU_OK(D.free(kv));
+	CU_OK(D.free(b));
+	o->done = start == o->wrapped;
+	return NULL;
+}
+
+/* The regions lock is not held while the pause waits for the GPU: other
+ * threads allocate, free and query meanwhile (the GPU work being waited
+ * for may need them), and a capture on another thread is not invalidated. */
+START_TEST(test_pause_leaves_others_running)
+{
+	hold_gpu();
+	cuda_up();
+	CUdeviceptr w;
+	CU_OK(D.alloc(&w, 4 * MiB));
+	fill(w, 4 * MiB, 3);
+	CUstream cs;
+	CUgraph g;
+	CU_OK(D.streamCreate(&cs, CU_STREAM_NON_BLOCKING));
+	CU_OK(D.beginCapture(cs, CU_STREAM_CAPTURE_MODE_GLOBAL));
+	int prc = -1;
+	pthread_t pt, ot;
+	pthread_create(&pt, NULL, pause_thread, &prc);
+	wait_entered();
+	struct others o = {.wrapped = w};
+	pthread_create(&ot, NULL, other_work, &o);
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += 5;
+	int joined = pthread_timedjoin_np(ot, NULL, &dl) == 0;
+	unlink(hold);
+	pthread_join(pt, NULL);
+	ck_assert_msg(joined, "alloc/query/free of another thread blocked behind the pause");
+	ck_assert(o.done);
+	ck_assert_msg(prc == 0, "pause: %s", D.last_error());
+	CU_OK(D.endCapture(cs, &g));
+	ck_assert_int_eq(D.resume(NULL), 0);
+	ck_assert(check(w, 4 * MiB, 3));
+	CU_OK(D.free(w));
+	CU_OK(D.free(o.made));
+}
+END_TEST
+
+/* A free of a region the pause is working on returns at once; the pause
+ * releases it when it is done, and nothing leaks. */
+START_TEST(test_free_during_pause)
+{
+	hold_gpu();
+	cuda_up();
+	size_t u0 = used();
+	CUdeviceptr w, keep;
+	CU_OK(D.alloc(&w, 4 * MiB));
+	CU_OK(D.alloc(&keep, 2 * MiB));
+	int prc = -1;
+	pthread_t pt;
+	pthread_create(&pt, NULL, pause_thread, &prc);
+	wait_entered();
+	CU_OK(D.free(w));
+	unlink(hold);
+	pthread_join(pt, NULL);
+	ck_assert_int_eq(prc, 0);
+	ck_assert_uint_eq(used(), u0);
+	ck_assert_int_eq(D.resume(NULL), 0);
+	ck_assert_uint_eq(used(), u0 + 2 * MiB);
+	CU_OK(D.free(keep));
+	ck_assert_uint_eq(used(), u0);
+}
+END_TEST
+
+/* A fork while a pause is in flight: the child's first free returns. */
+START_TEST(test_fork_during_pause)
+{
+	hold_gpu();
+	cuda_up();
+	CUdeviceptr w, v;
+	CU_OK(D.alloc(&w, 4 * MiB));
+	CU_OK(D.alloc(&v, 2 * MiB));
+	int prc = -1;
+	pthread_t pt;
+	pthread_create(&pt, NULL, pause_thread, &prc);
+	wait_entered();
+	pid_t child = fork();
+	if (child == 0) {
+		alarm(5);
+		D.free(w);
+		D.free(v);
+		_exit(0);
+	}
+	int st = -1;
+	for (int i = 0; i < 600 && waitpid(child, &st, WNOHANG) == 0; i++)
+		usleep(10000);
+	unlink(hold);
+	pthread_join(pt, NULL);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the forked child hung or died (status 0x%x)", st);
+	ck_assert_int_eq(prc, 0);
+	ck_assert_int_eq(D.resume(NULL), 0);
+}
+END_TEST
+
+/* No copy stream can be created: the backup must still be complete before
+ * the unmap (FAKECUDA_DEFER_ASYNC runs async work only when synchronized). */
+START_TEST(test_backup_without_streams)
+{
+	setenv("FAKECUDA_DEFER_ASYNC", "1", 1);
+	setenv("FAKECUDA_FAIL", "cuStreamCreate:1+:CUDA_ERROR_OUT_OF_MEMORY", 1);
+	cuda_up();
+	CUdeviceptr w;
+	CU_OK(D.alloc(&w, 40 * MiB));
+	fill(w, 40 * MiB, 11);
+	ck_assert_msg(D.pause(NULL) == 0, "pause: %s", D.last_error());
+	ck_assert_msg(D.resume(NULL) == 0, "resume: %s", D.last_error());
+	ck_assert_msg(check(w, 40 * MiB, 11), "backup taken on the NULL stream was never waited for");
+	CU_OK(D.ctxSync());
+	CU_OK(D.free(w));
+}
+END_TEST
+
+/* The same with copy streams, so the deferred fake is known to be honest. */
+START_TEST(test_backup_deferred_streams)
+{
+	setenv("FAKECUDA_DEFER_ASYNC", "1", 1);
+	cuda_up();
+	CUdeviceptr w;
+	CU_OK(D.alloc(&w, 40 * MiB));
+	fill(w, 40 * MiB, 12);
+	ck_assert_int_eq(D.pause(NULL), 0);
+	ck_assert_int_eq(D.resume(NULL), 0);
+	ck_assert(check(w, 40 * MiB, 12));
+	CU_OK(D.free(w));
+}
+END_TEST
+
+/* A free waits for the context that owns the region, not the current one:
+ * work queued in the owner context runs before the memory goes. */
+START_TEST(test_free_waits_for_owner_context)
+{
+	setenv("FAKECUDA_DEFER_ASYNC", "1", 1);
+	cuda_up();
+	CUdeviceptr w;
+	CU_OK(D.alloc(&w, 4 * MiB));
+	CU_OK(D.memsetAsync(w, 7, 4 * MiB, NULL)); /* queued on CTX's legacy stream */
+	CUcontext other;
+	CU_OK(D.ctxCreate(&other, 0, 0));
+	CU_OK(D.setCurrent(other));
+	CU_OK(D.free(w));
+	CU_OK(D.setCurrent(CTX));
+	ck_assert_msg(D.ctxSync() == CUDA_SUCCESS, "work queued on the owner context ran after the unmap");
+}
+END_TEST
+
+/* A failed synchronize fails the free and keeps the memory, like cuMemFree. */
+START_TEST(test_free_sync_error)
+{
+	setenv("FAKECUDA_FAIL", "cuCtxSynchronize:1:CUDA_ERROR_ILLEGAL_ADDRESS", 1);
+	cuda_up();
+	CUdeviceptr w;
+	CU_OK(D.alloc(&w, 4 * MiB));
+	fill(w, 4 * MiB, 1);
+	ck_assert_int_eq(D.free(w), CUDA_ERROR_ILLEGAL_ADDRESS);
+	ck_assert_msg(check(w, 4 * MiB, 1), "memory went with a failed free");
+	CU_OK(D.free(w));
+}
+END_TEST
+
+/* A resume whose restore fails and whose rollback cannot unmap leaves the
+ * region mapped with stale contents: the next pause must not copy them
+ * over the good backup, and the next resume restores the backup. */
+START_TEST(test_stale_region_keeps_backup)
+{
+	setenv("FAKECUDA_FAIL", "cuMemcpyHtoDAsync_v2:1:CUDA_ERROR_UNKNOWN,cuMemUnmap:2:CUDA_ERROR_UNKNOWN", 1);
+	cuda_up();
+	CUdeviceptr w;
+	CU_OK(D.alloc(&w, 4 * MiB));
+	fill(w, 4 * MiB, 21);
+	ck_assert_int_eq(D.pause(NULL), 0);
+	ck_assert_int_ne(D.resume(NULL), 0);
+	ck_assert_msg(D.pause(NULL) == 0, "pause: %s", D.last_error());
+	ck_assert_msg(D.resume(NULL) == 0, "resume: %s", D.last_error());
+	ck_assert_msg(check(w, 4 * MiB, 21), "the half-restored contents replaced the backup");
+	CU_OK(D.free(w));
+}
+END_TEST
+
+START_TEST(test_stale_region_restored_by_next_resume)
+{
+	setenv("FAKECUDA_FAIL", "cuMemcpyHtoDAsync_v2:1:CUDA_ERROR_UNKNOWN,cuMemUnmap:2:CUDA_ERROR_UNKNOWN", 1);
+	cuda_up();
+	CUdeviceptr w;
+	CU_OK(D.alloc(&w, 4 * MiB));
+	fill(w, 4 * MiB, 22);
+	ck_assert_int_eq(D.pause(NULL), 0);
+	ck_assert_int_ne(D.resume(NULL), 0);
+	ck_assert_msg(D.resume(NULL) == 0, "resume: %s", D.last_error());
+	ck_assert_msg(check(w, 4 * MiB, 22), "a region left mapped by the rollback was never restored");
+	CU_OK(D.free(w));
+}
+END_TEST
+
+/* Wrapped memory is registrable for GPUDirect RDMA like cuMemAlloc memory. */
+START_TEST(test_rdma_capable)
+{
+	cuda_up();
+	CUdeviceptr w;
+	CU_OK(D.alloc(&w, 4 * MiB));
+	CUmemGenericAllocationHandle h;
+	CUmemAllocationProp prop;
+	CU_OK(D.retainHandle(&h, (void *)w));
+	CU_OK(D.handleProps(&prop, h));
+	CU_OK(D.release(h));
+	ck_assert_int_eq(prop.allocFlags.gpuDirectRDMACapable, 1);
+	CU_OK(D.free(w));
+}
+END_TEST
+
+/* Report writers on several threads at once: every write succeeds, the
+ * file is always one whole report, no temporary file is left. */
+#define WRITERS 8
+static char report_path[64];
+static void *writer(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 10; i++)
+		if (D.report_write(report_path) != 0)
+			return (void *)1;
+	return NULL;
+}
+
+START_TEST(test_concurrent_report_writes)
+{
+	cuda_up();
+	char dir[] = "/tmp/msv-report-XXXXXX";
+	ck_assert(mkdtemp(dir) != NULL);
+	snprintf(report_path, sizeof(report_path), "%s/r.json", dir);
+	pthread_t t[WRITERS];
+	for (int i = 0; i < WRITERS; i++)
+		pthread_create(&t[i], NULL, writer, NULL);
+	int failed = 0;
+	for (int i = 0; i < WRITERS; i++) {
+		void *rv;
+		pthread_join(t[i], &rv);
+		failed += rv != NULL;
+	}
+	ck_assert_msg(!failed, "%d writers failed: %s", failed, D.last_error());
+	json_error_t je;
+	json_t *j = json_load_file(report_path, 0, &je);
+	ck_assert_msg(j != NULL, "report is not one JSON document: %s (line %d)", je.text, je.line);
+	ck_assert(json_integer_value(json_object_get(j, "schema_version")) >= 1);
+	json_decref(j);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "test $(ls %s | wc -l) -eq 1", dir);
+	ck_assert_msg(system(cmd) == 0, "temporary files left in %s", dir);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	ck_assert(system(cmd) == 0);
 }
 END_TEST
 
@@ -250,7 +597,19 @@ int main(void)
 	tcase_add_test(tc, test_ipc_refused);
 	tcase_add_test(tc, test_region_overrides);
 	tcase_add_test(tc, test_free_while_paused);
-	tcase_add_test(tc, test_discard_keeps_segment_tail);
+	tcase_add_loop_test(tc, test_segment_tail_discard, 0, sizeof(segments) / sizeof(segments[0]));
+	tcase_add_loop_test(tc, test_segment_tail_zero, 0, sizeof(segments) / sizeof(segments[0]));
+	tcase_add_test(tc, test_pause_leaves_others_running);
+	tcase_add_test(tc, test_free_during_pause);
+	tcase_add_test(tc, test_fork_during_pause);
+	tcase_add_test(tc, test_backup_without_streams);
+	tcase_add_test(tc, test_backup_deferred_streams);
+	tcase_add_test(tc, test_free_waits_for_owner_context);
+	tcase_add_test(tc, test_free_sync_error);
+	tcase_add_test(tc, test_stale_region_keeps_backup);
+	tcase_add_test(tc, test_stale_region_restored_by_next_resume);
+	tcase_add_test(tc, test_rdma_capable);
+	tcase_add_test(tc, test_concurrent_report_writes);
 	tcase_add_test(tc, test_wrap_failure);
 	tcase_add_test(tc, test_threads_lose_nothing);
 	suite_add_tcase(s, tc);
