@@ -1,6 +1,13 @@
-/* One self-contained HTML page: inline SVG (a stacked bar per phase) and the
- * report's tables.  No scripts, no fonts, no network: it must open from a
- * mail attachment on an air-gapped machine and look the same. */
+/* One self-contained HTML page.  The unreclaimed residue comes first, at its
+ * own scale: the footprint bar with the residue's sliver, the residue split
+ * by source, and one bar per source split by call site (nested bars rather
+ * than a treemap: the reader compares lengths on one axis, and long call
+ * sites wrap under the bar instead of being cut to fit a tile).  Then the
+ * timeline of resident bytes per category with the pause and resume marks,
+ * the stacked bar per phase and the report's tables.  Hover details are
+ * <title> elements and title attributes; legends are HTML so they wrap
+ * instead of being clipped.  No scripts, no fonts, no network: it must open
+ * from a mail attachment on an air-gapped machine and look the same. */
 #include "analyzer.h"
 
 #include <errno.h>
@@ -53,6 +60,233 @@ static const char *series_name(int i)
 	return i == MSV_CAT_COUNT ? "app_vmm" : i == MSV_CAT_COUNT + 1 ? "driver" : "unexplained";
 }
 
+/* The legend of the per-category series, in HTML so it wraps. */
+static void legend(FILE *out, int n)
+{
+	fputs("<ul class=\"legend\">", out);
+	for (int s = 0; s < n; s++)
+		fprintf(out, "<li class=\"fit\"><span class=\"sw\" style=\"background:%s\"></span>%s</li>",
+			colours[s], series_name(s));
+	fputs("</ul>\n", out);
+}
+
+static const char *source_colour(const char *src)
+{
+	static const struct {
+		const char *name, *colour;
+	} fixed[] = {{"app_vmm", "#b07aa1"},	      {"driver:context", "#9c755f"},
+		     {"driver:modules", "#c4a287"},   {"driver:graph_exec", "#7a5844"},
+		     {"driver:library", "#dcc3ae"},   {"saver:overhead", "#ff9da7"},
+		     {"unattributed", "#bab0ac"}};
+	if (strncmp(src, "category:", 9) == 0) {
+		int c = _msv_category_parse(src + 9);
+		return c >= 0 ? colours[c] : "#888";
+	}
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+		if (strcmp(src, fixed[i].name) == 0)
+			return fixed[i].colour;
+	return "#888";
+}
+
+static double share(double part, double whole)
+{
+	return whole > 0 ? part / whole * 100.0 : 0;
+}
+
+/* The residue at its own scale: a footprint bar whose unreclaimed sliver is
+ * drawn at least 2px wide, the unreclaimed bar split by source, then one row
+ * per source split by call site.  Widths are percentages of the larger of U
+ * and the positive sources' sum (a negative `unattributed` has no bar; its
+ * row says so). */
+static void residue(const json_t *a, FILE *out)
+{
+	char b1[32], b2[32], b3[32];
+	size_t i, j;
+	json_t *x, *st;
+	const json_t *sources = json_object_get(a, "sources");
+	double f = (double)iget(a, "footprint_bytes"), u = (double)iget(a, "unreclaimed_bytes");
+	double scale = u, pos = 0;
+	json_array_foreach(sources, i, x)
+		if (iget(x, "bytes") > 0)
+			pos += (double)iget(x, "bytes");
+	if (pos > scale)
+		scale = pos;
+	fprintf(out,
+		"<section id=\"residue\"><h2>What was not reclaimed: %s (%.2f%% of the footprint)</h2>\n"
+		"<div class=\"zoom\"><div class=\"caption fit\">footprint %s</div>"
+		"<div class=\"track\" id=\"footprint-bar\"><div class=\"seg reclaimed\" style=\"width:%.4f%%\" "
+		"title=\"reclaimed %s\"></div><div class=\"seg unreclaimed\" style=\"width:%.4f%%\" "
+		"title=\"unreclaimed %s\"></div></div>"
+		"<div class=\"caption fit\">unreclaimed %s, drawn below at its own scale</div></div>\n",
+		_msv_fmt_bytes((long long)u, b1, sizeof(b1)), share(u, f),
+		_msv_fmt_bytes((long long)f, b2, sizeof(b2)), f > 0 ? share(f - u, f) : 0,
+		_msv_fmt_bytes((long long)(f - u), b3, sizeof(b3)), share(u, f), b1, b1);
+	if (scale <= 0) {
+		fputs("<p>Nothing is left: every byte of the footprint was reclaimed.</p></section>\n", out);
+		return;
+	}
+	fputs("<div class=\"track big\" id=\"residue-bar\">", out);
+	json_array_foreach(sources, i, x)
+	{
+		double v = (double)iget(x, "bytes");
+		if (v <= 0)
+			continue;
+		fprintf(out, "<div class=\"seg source\" data-source=\"");
+		esc(out, sget(x, "source", "?"));
+		fprintf(out, "\" style=\"width:%.4f%%;background:%s\" title=\"", share(v, scale),
+			source_colour(sget(x, "source", "")));
+		esc(out, sget(x, "source", "?"));
+		fprintf(out, ": %s, %.1f%% of unreclaimed\"></div>", _msv_fmt_bytes((long long)v, b1, sizeof(b1)),
+			share(v, u));
+	}
+	fputs("</div>\n<ul class=\"legend\">", out);
+	json_array_foreach(sources, i, x)
+	{
+		fprintf(out, "<li class=\"fit\"><span class=\"sw\" style=\"background:%s\"></span>",
+			source_colour(sget(x, "source", "")));
+		esc(out, sget(x, "source", "?"));
+		fprintf(out, " %s</li>", _msv_fmt_bytes(iget(x, "bytes"), b1, sizeof(b1)));
+	}
+	fputs("</ul>\n<h3>By source and call site</h3>\n<div id=\"residue-sources\">\n", out);
+	json_array_foreach(sources, i, x)
+	{
+		const char *src = sget(x, "source", "?"), *col = source_colour(src);
+		double v = (double)iget(x, "bytes"), sites = 0;
+		fputs("<div class=\"row\"><div class=\"name fit\"><b>", out);
+		esc(out, src);
+		fputs("</b><br><small>", out);
+		esc(out, sget(x, "reason", ""));
+		fputs("</small></div><div class=\"track\">", out);
+		if (v > 0) {
+			json_array_foreach(json_object_get(x, "top_sites"), j, st)
+			{
+				double sb = (double)iget(st, "bytes");
+				if (sb <= 0 || sites + sb > v)
+					continue;
+				sites += sb;
+				fprintf(out, "<div class=\"seg site\" style=\"width:%.4f%%;background:%s;opacity:%.2f\" title=\"",
+					share(sb, scale), col, 1.0 - 0.15 * (double)(j % 4));
+				esc(out, sget(st, "site", "?"));
+				fprintf(out, ": %s in %lld allocations\"></div>", _msv_fmt_bytes((long long)sb, b1, sizeof(b1)),
+					(long long)iget(st, "count"));
+			}
+			if (v > sites)
+				fprintf(out, "<div class=\"seg rest\" style=\"width:%.4f%%;border-color:%s\" "
+					     "title=\"%s with no call site (measured, not allocated)\"></div>",
+					share(v - sites, scale), col, _msv_fmt_bytes((long long)(v - sites), b1, sizeof(b1)));
+		}
+		fprintf(out, "</div><div class=\"num fit\">%s<br><small>%.1f%%</small></div></div>\n",
+			_msv_fmt_bytes((long long)v, b1, sizeof(b1)), share(v, u));
+		if (v < 0)
+			fputs("<p class=\"note\">Negative: the records claim more than the device showed "
+			      "(a tracer or reading problem).</p>\n",
+			      out);
+		if (json_array_size(json_object_get(x, "top_sites"))) {
+			fputs("<ol class=\"sites\">", out);
+			json_array_foreach(json_object_get(x, "top_sites"), j, st)
+			{
+				fputs("<li class=\"fit\"><code>", out);
+				esc(out, sget(st, "site", "?"));
+				fprintf(out, "</code> %s, %lld allocations</li>",
+					_msv_fmt_bytes(iget(st, "bytes"), b1, sizeof(b1)), (long long)iget(st, "count"));
+			}
+			fputs("</ol>\n", out);
+		}
+	}
+	fputs("</div></section>\n", out);
+}
+
+/* Resident bytes per category over the run (the report's `timeline`, a step
+ * function) as stacked areas, with a mark at every pause and resume. */
+static void timeline(const json_t *r, FILE *out)
+{
+	const json_t *tl = json_object_get(r, "timeline"), *ev = json_object_get(r, "events");
+	size_t n = json_array_size(tl), i;
+	json_t *p;
+	char b[32];
+	if (n == 0)
+		return;
+	const int series = MSV_CAT_COUNT + 1; /* categories and app_vmm */
+	double t0 = (double)iget(json_array_get(tl, 0), "t_ns"), t1 = t0, max = 1;
+	json_array_foreach(tl, i, p)
+	{
+		double sum = 0;
+		for (int s = 0; s < series; s++)
+			sum += (double)iget(p, series_name(s));
+		if (sum > max)
+			max = sum;
+		if ((double)iget(p, "t_ns") > t1)
+			t1 = (double)iget(p, "t_ns");
+	}
+	json_array_foreach(ev, i, p)
+		if ((double)iget(p, "t_ns") > t1)
+			t1 = (double)iget(p, "t_ns");
+	t1 += (t1 - t0) * 0.02 + 1;
+	const double W = 860, H = 200, left = 70, top = 22;
+#define TX(t) (left + ((t) - t0) / (t1 - t0) * (W - left - 10))
+#define TY(v) (top + H - (v) / max * H)
+	fprintf(out,
+		"<h3>Resident bytes over the run</h3>\n<svg id=\"timeline\" class=\"chart\" "
+		"xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %.0f %.0f\" width=\"%.0f\" height=\"%.0f\" "
+		"role=\"img\" aria-label=\"resident bytes per category over time\">\n",
+		W, top + H + 30, W, top + H + 30);
+	for (int k = 0; k <= 4; k++) {
+		double y = TY(max * k / 4);
+		fprintf(out, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+			     "<text x=\"%.0f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%s</text>\n",
+			left, y, W - 10, y, left - 4, y + 3, _msv_fmt_bytes((long long)(max * k / 4), b, sizeof(b)));
+	}
+	/* Each series: the polygon between the running sum below it and above
+	 * it, drawn as steps (a value holds until the next point). */
+	for (int s = 0; s < series; s++) {
+		int any = 0;
+		json_array_foreach(tl, i, p)
+			any |= iget(p, series_name(s)) > 0;
+		if (!any)
+			continue;
+		fprintf(out, "<polygon class=\"area\" data-series=\"%s\" fill=\"%s\" fill-opacity=\"0.85\" points=\"",
+			series_name(s), colours[s]);
+		for (int pass = 0; pass < 2; pass++) {
+			/* pass 0: the top edge left to right; pass 1: the bottom edge back. */
+			for (size_t k = 0; k < n; k++) {
+				size_t idx = pass ? n - 1 - k : k;
+				const json_t *pt = json_array_get(tl, idx);
+				double below = 0;
+				for (int q = 0; q < s; q++)
+					below += (double)iget(pt, series_name(q));
+				double v = below + (pass ? 0 : (double)iget(pt, series_name(s)));
+				double ta = (double)iget(pt, "t_ns");
+				double tb = idx + 1 < n ? (double)iget(json_array_get(tl, idx + 1), "t_ns") : t1;
+				if (pass)
+					fprintf(out, "%.1f,%.1f %.1f,%.1f ", TX(tb), TY(v), TX(ta), TY(v));
+				else
+					fprintf(out, "%.1f,%.1f %.1f,%.1f ", TX(ta), TY(v), TX(tb), TY(v));
+			}
+		}
+		fprintf(out, "\"><title>%s</title></polygon>\n", series_name(s));
+	}
+	json_array_foreach(ev, i, p)
+	{
+		const char *kind = sget(p, "kind", "?");
+		double x = TX((double)iget(p, "t_ns"));
+		fprintf(out, "<line class=\"mark\" x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"%s\" "
+			     "stroke-width=\"2\" stroke-dasharray=\"4 2\"><title>%s at %.3f s: %s",
+			x, top - 4, x, top + H, strcmp(kind, "pause") == 0 ? "#c00" : "#080", kind,
+			((double)iget(p, "t_ns") - t0) / 1e9,
+			_msv_fmt_bytes(iget(p, "bytes"), b, sizeof(b)));
+		fprintf(out, "%s</title></line><text class=\"mark-label\" x=\"%.1f\" y=\"%.0f\" font-size=\"10\" "
+			     "text-anchor=\"%s\">%s</text>\n",
+			json_is_true(json_object_get(p, "failed")) ? " (failed)" : "", x,
+			top - 8 + (strcmp(kind, "pause") == 0 ? 0 : 10), x > W - 60 ? "end" : "middle", kind);
+	}
+	fprintf(out, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"10\">0 s</text>"
+		     "<text x=\"%.0f\" y=\"%.0f\" font-size=\"10\" text-anchor=\"end\">%.2f s</text>\n</svg>\n",
+		left, top + H + 14, W - 10, top + H + 14, (t1 - t0) / 1e9);
+#undef TX
+#undef TY
+	legend(out, series);
+}
+
 static void chart(const json_t *phases, FILE *out)
 {
 	size_t n = json_array_size(phases), i;
@@ -83,9 +317,10 @@ static void chart(const json_t *phases, FILE *out)
 	const int bw = 60, gap = 30, h = 260, top = 20, left = 70;
 	int w = left + (int)n * (bw + gap) + 20;
 	fprintf(out,
-		"<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-		"role=\"img\" aria-label=\"resident bytes per phase\">\n",
-		w, h + top + 60);
+		"<h3>Resident bytes per phase</h3>\n"
+		"<svg id=\"chart\" class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
+		"height=\"%d\" role=\"img\" aria-label=\"resident bytes per phase\">\n",
+		w, h + top + 24);
 	fprintf(out, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#333\"/>\n", left,
 		top + h, w - 10, top + h);
 	for (int k = 0; k <= 4; k++) {
@@ -130,15 +365,8 @@ static void chart(const json_t *phases, FILE *out)
 		esc(out, sget(p, "label", ""));
 		fputs("</text>\n", out);
 	}
-	/* Legend. */
-	for (int s = 0; s < N_SERIES; s++) {
-		int x = left + (s % 5) * 110, y = top + h + 30 + (s / 5) * 16;
-		fprintf(out,
-			"<rect x=\"%d\" y=\"%d\" width=\"10\" height=\"10\" fill=\"%s\"/>"
-			"<text x=\"%d\" y=\"%d\" font-size=\"11\">%s</text>\n",
-			x, y, colours[s], x + 14, y + 9, series_name(s));
-	}
 	fputs("</svg>\n", out);
+	legend(out, N_SERIES);
 }
 
 static void attribution(const json_t *a, FILE *out)
@@ -165,7 +393,8 @@ static void attribution(const json_t *a, FILE *out)
 		esc(out, json_string_value(x));
 		fputs("</p>\n", out);
 	}
-	fputs("<h2>Where the unreclaimed memory is</h2>\n<table id=\"sources\">\n"
+	residue(a, out);
+	fputs("<h3>Sources</h3>\n<table id=\"sources\">\n"
 	      "<tr><th>source</th><th>reason</th><th>bytes</th><th>of unreclaimed</th>"
 	      "<th>of footprint</th><th>top sites</th></tr>\n",
 	      out);
@@ -201,7 +430,7 @@ static void recommendations(const json_t *recs, FILE *out)
 	json_t *x;
 	if (!json_array_size(recs))
 		return;
-	fputs("<h2>Recommendations</h2>\n<table id=\"recommendations\">\n"
+	fputs("<h3>Recommendations</h3>\n<table id=\"recommendations\">\n"
 	      "<tr><th>action</th><th>on</th><th>reclaimable</th><th>why</th></tr>\n",
 	      out);
 	json_array_foreach(recs, i, x)
@@ -295,11 +524,12 @@ static void process_section(const json_t *r, FILE *out, int with_attr)
 		fputs("</code>", out);
 	}
 	fputs("</p>\n", out);
-	chart(json_object_get(r, "phases"), out);
 	if (with_attr) {
 		attribution(json_object_get(r, "attribution"), out);
 		recommendations(json_object_get(r, "recommendations"), out);
 	}
+	timeline(r, out);
+	chart(json_object_get(r, "phases"), out);
 	timings(json_object_get(r, "timings"), out);
 	phase_table(json_object_get(r, "phases"), out);
 	fputs("</section>\n", out);
@@ -314,6 +544,29 @@ int _msv_render_html(const json_t *r, FILE *out)
 	      "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}\n"
 	      "td.num{text-align:right;font-family:monospace;white-space:nowrap}\n"
 	      ".note{color:#a60}\n.summary{font-size:1.2em}\n"
+	      "section#residue{max-width:1100px}\n"
+	      ".zoom{display:flex;align-items:center;gap:8px;margin:.5em 0}\n"
+	      ".zoom .track{flex:1;height:14px}\n.caption{white-space:nowrap;font-size:.9em}\n"
+	      ".track{display:flex;background:#f4f4f4;border:1px solid #ccc;height:22px;min-width:0;"
+	      "overflow:hidden}\n"
+	      ".track.big{height:40px}\n.seg{height:100%;flex:none;box-sizing:border-box;"
+	      "border-right:1px solid #fff}\n"
+	      ".seg.reclaimed{background:#cfd8dc}\n.seg.unreclaimed{background:#c00;min-width:2px}\n"
+	      ".seg.rest{background:repeating-linear-gradient(45deg,#fff 0 3px,#ddd 3px 6px);"
+	      "border:1px solid}\n"
+	      ".seg:hover{outline:2px solid #222;outline-offset:-2px}\n"
+	      ".row{display:grid;grid-template-columns:16em 1fr 7em;gap:8px;align-items:center;"
+	      "margin-top:.6em}\n"
+	      ".row .name{overflow-wrap:anywhere;min-width:0}\n.row .num{text-align:right;"
+	      "font-family:monospace}\n"
+	      "ol.sites{margin:.2em 0 .4em 17em;padding-left:1.5em;font-size:.85em}\n"
+	      "ol.sites li,ol.sites code{overflow-wrap:anywhere}\n"
+	      "ul.legend{display:flex;flex-wrap:wrap;gap:4px 16px;list-style:none;padding:0;"
+	      "margin:.4em 0;max-width:1100px}\n"
+	      "ul.legend li{white-space:nowrap;font-size:.9em}\n"
+	      ".sw{display:inline-block;width:10px;height:10px;margin-right:4px}\n"
+	      "svg.chart{max-width:100%;height:auto;display:block}\n"
+	      "td.source{white-space:nowrap}\n"
 	      "</style></head><body>\n<h1>memsaver report</h1>\n",
 	      out);
 	json_t *procs = json_object_get(r, "processes");

@@ -2,7 +2,10 @@
 # The report renderers end to end, the way a user runs them: golden traces
 # (written by the analyzer unit test's generator) -> `memsaver analyze` ->
 # `memsaver report --format html` opened in headless chromium (the DOM must
-# hold the SVG bars and the sources table; a screenshot must not be blank),
+# hold the SVG bars and the sources table; a screenshot must not be blank;
+# laid out in the browser, the residue view, its call-site bars and the
+# timeline must be drawn and no text may overflow its box -- checked against
+# a broken copy too, so the check itself is known to fail),
 # `--format perfetto` checked as trace-event JSON, and the CLI's errors.
 # Env: BUILD (build dir), ROOT (repo root).  Exit 77 when chromium is missing.
 set -u
@@ -104,10 +107,85 @@ for page in full merged; do
 		grep -q ">$s<" "$tmp/$page.dom" || fail "$page: source $s missing from the table"
 	done
 done
+# Layout checks run in the browser: a page of the test's loads the report in
+# an iframe, measures it and writes the result into its own DOM.
+layout() { # report.html -> "RESULT {json}"
+	sed "s|REPORT|$1|" >"$tmp/check-$(basename "$1")" <<'HTML'
+<!DOCTYPE html><html><body><pre id="result">pending</pre>
+<iframe id="f" src="REPORT" width="1280" height="4000"></iframe>
+<script>
+document.getElementById('f').onload = function () {
+  var out = {}, d = this.contentDocument;
+  function drawn(sel) {
+    return Array.from(d.querySelectorAll(sel)).filter(function (e) {
+      var b = e.getBoundingClientRect(); return b.width >= 2 && b.height >= 2; }).length;
+  }
+  try {
+    out.residue_segments = drawn('#residue-bar .seg');
+    out.source_rows = d.querySelectorAll('#residue-sources .row').length;
+    out.site_segments = drawn('#residue-sources .seg.site');
+    out.timeline_areas = drawn('#timeline polygon.area');
+    out.marks = d.querySelectorAll('#timeline line.mark').length;
+    var over = [];
+    d.querySelectorAll('.fit, td, th').forEach(function (e) {
+      if (e.scrollWidth > e.clientWidth + 1 || e.scrollHeight > e.clientHeight + 1)
+        over.push(e.textContent.slice(0, 60));
+      var p = e.parentElement.getBoundingClientRect(), r = e.getBoundingClientRect();
+      if (r.right > p.right + 1 || r.left < p.left - 1) over.push('outside its box: ' + e.textContent.slice(0, 60));
+    });
+    d.querySelectorAll('svg text').forEach(function (t) {
+      var r = t.getBoundingClientRect(), s = t.ownerSVGElement.getBoundingClientRect();
+      if (r.left < s.left - 1 || r.right > s.right + 1 || r.top < s.top - 1 || r.bottom > s.bottom + 1)
+        over.push('svg: ' + t.textContent);
+    });
+    out.overflow = over;
+  } catch (e) { out.error = String(e); }
+  document.getElementById('result').textContent = 'RESULT ' + JSON.stringify(out);
+};
+</script></body></html>
+HTML
+	chrome --allow-file-access-from-files --virtual-time-budget=10000 --dump-dom \
+		"file://$tmp/check-$(basename "$1")" | grep -o 'RESULT {.*}' | head -n1
+}
+# check_layout PAGE RESULT: exit status 0 when the views are drawn and nothing overflows.
+check_layout() {
+	python3 - "$@" <<'PY'
+import json, sys
+page, line = sys.argv[1], sys.argv[2]
+if not line.startswith("RESULT "):
+    sys.exit(f"{page}: the layout check produced no result")
+r = json.loads(line[7:])
+bad = []
+if r.get("error"): bad.append("error " + r["error"])
+if r.get("residue_segments", 0) < 1: bad.append("the residue bar is empty")
+if r.get("source_rows", 0) < 1: bad.append("no source rows")
+if r.get("site_segments", 0) < 1: bad.append("no call-site segments drawn")
+if r.get("timeline_areas", 0) < 1: bad.append("the timeline is empty")
+if r.get("marks", 0) < 2: bad.append("no pause/resume marks on the timeline")
+if r.get("overflow"): bad.append("text overflows its box: %s" % r["overflow"][:5])
+if bad:
+    sys.exit(f"{page}: " + "; ".join(bad))
+print(f"{page}: {r['residue_segments']} residue segments, {r['source_rows']} sources, "
+      f"{r['site_segments']} call-site segments, {r['timeline_areas']} timeline areas, no overflow")
+PY
+}
+for page in full merged; do
+	check_layout "$page.html" "$(layout "$tmp/$page.html")" || fail "layout of $page.html"
+done
+# The check must catch what it is for: a label squeezed into a box too small,
+# and a residue bar with nothing drawn.
+sed 's|</style>|.row .name{white-space:nowrap;width:3em;overflow:hidden}</style>|' "$tmp/full.html" >"$tmp/squeezed.html"
+check_layout squeezed.html "$(layout "$tmp/squeezed.html")" 2>"$tmp/err" && fail "the overflow check missed squeezed labels"
+grep -q 'overflows' "$tmp/err" || fail "squeezed.html failed for another reason: $(cat "$tmp/err")"
+sed 's|</style>|#residue-bar .seg{width:0 !important}</style>|' "$tmp/full.html" >"$tmp/empty.html"
+check_layout empty.html "$(layout "$tmp/empty.html")" 2>"$tmp/err" && fail "the empty-chart check missed an empty residue bar"
+grep -q 'residue bar is empty' "$tmp/err" || fail "empty.html failed for another reason: $(cat "$tmp/err")"
+grep -q 'id="residue"' "$tmp/full.dom" || fail "no residue section"
+grep -q 'sampler.py:50:sample' "$tmp/full.dom" || fail "call sites missing from the residue view"
 chrome --screenshot="$tmp/full.png" --window-size=1280,1600 "file://$tmp/full.html" >/dev/null ||
 	fail "chromium --screenshot"
 [ -f "$tmp/full.png" ] || fail "no screenshot written"
 size=$(stat -c %s "$tmp/full.png")
 [ "$size" -gt 20000 ] || fail "screenshot is only $size bytes (blank page?)"
 head -c 8 "$tmp/full.png" | od -An -tx1 | grep -q '89 50 4e 47' || fail "screenshot is not a PNG"
-echo "ok: html ($bars bars, screenshot $size bytes), perfetto and CLI errors"
+echo "ok: html ($bars bars, residue view and timeline laid out without overflow, screenshot $size bytes), perfetto and CLI errors"
