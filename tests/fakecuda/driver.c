@@ -542,7 +542,7 @@ static uint64_t used_locked(void)
 
 static int fits_locked(uint64_t more)
 {
-	uint64_t used = used_locked();
+	uint64_t used = used_locked() + _fc_others_bytes();
 	return more <= cfg.total && used <= cfg.total - more;
 }
 
@@ -1409,6 +1409,7 @@ static CUresult do_mem_info(size_t *free_b, size_t *total)
 	UNLOCK();
 	if (rc)
 		return rc;
+	used += _fc_others_bytes();
 	if (free_b)
 		*free_b = used < cfg.total ? cfg.total - used : 0;
 	if (total)

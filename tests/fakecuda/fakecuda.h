@@ -118,6 +118,10 @@
  *   (8GiB, 512MiB, 4096); all suffixes are powers of 1024.
  *   FAKECUDA_TRACE_PROCADDR    1: print every cuGetProcAddress request and
  *                              its answer on stderr (debugging aid)
+ *   FAKECUDA_OTHERS_FILE       a file holding the bytes other processes use
+ *                              on the device (a size as above; missing = 0),
+ *                              read at every allocation and cuMemGetInfo
+ *                              (driver_others.c)
  *   CUDA_INJECTION64_PATH      see above.
  *
  * Fixed facts: one device, "NVIDIA H100 80GB HBM3" (sm_90, 132 SMs),
