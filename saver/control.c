@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "memsaver.h"
+#include "saver/state.h"
 #include "saver/status.h"
 #include "tracer/log.h"
 #include "tracer/options.h"
@@ -399,6 +400,37 @@ static json_t *srv_report(json_t *req)
 	return json_pack("{s:b,s:s,s:o}", "ok", 1, "path", path, "report", rep);
 }
 
+/* {"cmd":"deep","state":"locked"|"checkpointed"|"running"|"paused",
+ * "cli_pid":N,"detail":{...}}: the CLI's note on the driver checkpoint it is
+ * doing to this process (saver/state.h).  Touches no CUDA. */
+static json_t *srv_deep(json_t *req)
+{
+	enum msv_state s;
+	json_t *detail = json_object_get(req, "detail");
+	json_t *cli = json_object_get(req, "cli_pid");
+	if (_msv_state_parse(json_string_value(json_object_get(req, "state")), &s) != 0)
+		return srv_error("deep needs \"state\": locked, checkpointed, running or paused");
+	if ((detail && !json_is_null(detail) && !json_is_object(detail)) || (cli && !json_is_integer(cli)))
+		return srv_error("deep: \"detail\" must be an object and \"cli_pid\" an integer");
+	if (_msv_state_note(s, cli ? (int)json_integer_value(cli) : 0,
+			    json_is_object(detail) ? detail : NULL) != 0)
+		return srv_error("deep: bad note");
+	return json_pack("{s:b,s:s}", "ok", 1, "state", _msv_state_name(s));
+}
+
+/* While the driver holds this process locked or checkpointed, every CUDA
+ * call blocks until the unlock: a request that needs CUDA would hang this
+ * thread, and with it every later status.  Refuse it instead. */
+static json_t *srv_refuse_deep(const char *cmd)
+{
+	enum msv_state s = _msv_state_deep();
+	if (s == MSV_STATE_RUNNING)
+		return NULL;
+	return srv_error("%s refused: the process is %s by the driver's process checkpoint (deep "
+			 "pause); `memsaver ctl resume` restores it first",
+			 cmd, _msv_state_name(s));
+}
+
 /* *bad: the line was not JSON at all. */
 static json_t *srv_dispatch(const char *line, size_t len, int *bad)
 {
@@ -413,16 +445,21 @@ static json_t *srv_dispatch(const char *line, size_t len, int *bad)
 		r = srv_error("request must be a JSON object like {\"cmd\":\"status\"}");
 	else if (!cmd)
 		r = srv_error("request has no \"cmd\" string; valid: pause, resume, status, snapshot, "
-			      "report");
+			      "report, deep");
+	else if (strcmp(cmd, "deep") == 0)
+		r = srv_deep(req);
+	else if (strcmp(cmd, "status") == 0) {
+		json_t *st = _msv_status_json();
+		_msv_state_status(st);
+		r = st ? json_pack("{s:b,s:o}", "ok", 1, "status", st)
+		       : srv_error("out of memory building the status");
+	} else if ((r = srv_refuse_deep(cmd)) != NULL)
+		;
 	else if (strcmp(cmd, "pause") == 0)
 		r = srv_pause_resume(req, 1);
 	else if (strcmp(cmd, "resume") == 0)
 		r = srv_pause_resume(req, 0);
-	else if (strcmp(cmd, "status") == 0) {
-		json_t *st = _msv_status_json();
-		r = st ? json_pack("{s:b,s:o}", "ok", 1, "status", st)
-		       : srv_error("out of memory building the status");
-	} else if (strcmp(cmd, "snapshot") == 0) {
+	else if (strcmp(cmd, "snapshot") == 0) {
 		const char *label = json_string_value(json_object_get(req, "label"));
 		int rc;
 		if (!label || !*label)
@@ -434,7 +471,7 @@ static json_t *srv_dispatch(const char *line, size_t len, int *bad)
 	} else if (strcmp(cmd, "report") == 0)
 		r = srv_report(req);
 	else
-		r = srv_error("unknown command \"%.64s\"; valid: pause, resume, status, snapshot, report",
+		r = srv_error("unknown command \"%.64s\"; valid: pause, resume, status, snapshot, report, deep",
 			      cmd);
 	json_decref(req);
 	return r;

@@ -12,8 +12,15 @@
  *   {"cmd":"status"}
  *   {"cmd":"snapshot","label":"after_load"}
  *   {"cmd":"report","path":"/x.json"}    path optional: the configured one
+ *   {"cmd":"deep","state":"locked","cli_pid":N,"detail":{...}}
+ *                                        the CLI's note on the driver checkpoint
+ *                                        (saver/state.h); while locked or
+ *                                        checkpointed, every command but status
+ *                                        and deep is refused (it would block in
+ *                                        CUDA)
  * Replies, one line each: {"ok":true,...} or {"ok":false,"error":"..."}.
- * status replies {"ok":true,"status":{...}}; report replies
+ * status replies {"ok":true,"status":{...}} with "state" (running, paused,
+ * locked, checkpointed), "deep" and "cupti" (saver/state.h); report replies
  * {"ok":true,"path":...,"report":{...}}.  A malformed or oversized request
  * gets an error reply and the connection is closed; the engine is never
  * disturbed. */

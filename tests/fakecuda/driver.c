@@ -243,6 +243,8 @@ static _Atomic uint64_t g_calls[CUPTI_DRIVER_TRACE_CBID_SIZE];
 
 FC_EXPORT void fakecuda_set_cupti_hook(const struct fakecuda_cupti_hook *hook)
 {
+	if (hook)
+		_fc_ckpt_cupti_subscribed();
 	atomic_store(&g_hook, hook);
 }
 
@@ -275,6 +277,7 @@ int _fc_enter(struct _fc_call *c, uint32_t cbid, const char *name, const void *p
 	      CUresult *rc)
 {
 	config_once();
+	_fc_ckpt_gate_enter(cbid);
 	if (cbid < CUPTI_DRIVER_TRACE_CBID_SIZE)
 		atomic_fetch_add(&g_calls[cbid], 1);
 	memset(c, 0, sizeof(*c));
@@ -319,6 +322,7 @@ CUresult _fc_exit(struct _fc_call *c, CUresult *rc)
 		c->data.contextUid = ctx_uid(ctx);
 		c->hook->deliver(CUPTI_CB_DOMAIN_DRIVER_API, c->cbid, &c->data);
 	}
+	_fc_ckpt_gate_exit(c->cbid);
 	return *rc;
 }
 
@@ -537,6 +541,8 @@ static uint64_t ctx_bytes_locked(uint32_t *n)
 
 static uint64_t used_locked(void)
 {
+	if (_fc_ckpt_released())
+		return 0;
 	return ctx_bytes_locked(NULL) + g_alloc_bytes + g_vmm_bytes + g_module_bytes + g_graph_bytes;
 }
 
@@ -821,6 +827,7 @@ static void init_body(void)
 {
 	config_once();
 	atomic_store(&g_initialized, 1);
+	_fc_ckpt_start();
 	const char *path = getenv("CUDA_INJECTION64_PATH");
 	if (path && *path) {
 		void *h = dlopen(path, RTLD_NOW | RTLD_GLOBAL);

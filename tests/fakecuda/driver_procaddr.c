@@ -71,6 +71,12 @@ static const struct proc g_procs[] = {
 	P1(cuCtxSetLimit, 3010, cuCtxSetLimit)
 	P1(cuCtxGetStreamPriorityRange, 5050, cuCtxGetStreamPriorityRange)
 	P1(cuMemGetInfo, 3020, cuMemGetInfo_v2)
+	P1(cuCheckpointProcessGetRestoreThreadId, 12080, cuCheckpointProcessGetRestoreThreadId)
+	P1(cuCheckpointProcessGetState, 12080, cuCheckpointProcessGetState)
+	P1(cuCheckpointProcessLock, 12080, cuCheckpointProcessLock)
+	P1(cuCheckpointProcessCheckpoint, 12080, cuCheckpointProcessCheckpoint)
+	P1(cuCheckpointProcessRestore, 12080, cuCheckpointProcessRestore)
+	P1(cuCheckpointProcessUnlock, 12080, cuCheckpointProcessUnlock)
 	P1(cuMemAlloc, 3020, cuMemAlloc_v2)
 	P1(cuMemFree, 3020, cuMemFree_v2)
 	P1(cuMemAllocPitch, 3020, cuMemAllocPitch_v2)
@@ -169,7 +175,7 @@ static CUresult proc_lookup(const char *symbol, void **pfn, int version, cuuint6
 		return CUDA_ERROR_INVALID_VALUE;
 	*pfn = NULL;
 	for (size_t i = 0; i < NPROCS; i++) {
-		if (strcmp(g_procs[i].base, symbol))
+		if (strcmp(g_procs[i].base, symbol) || _fc_ckpt_hidden(symbol))
 			continue;
 		known = 1;
 		if (g_procs[i].version <= version && (!best || g_procs[i].version > best->version))

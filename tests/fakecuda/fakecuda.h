@@ -123,6 +123,14 @@
  *                              read at every allocation and cuMemGetInfo
  *                              (driver_others.c)
  *   CUDA_INJECTION64_PATH      see above.
+ *   FAKECUDA_DEVICE_DIR        one "device" shared by every process that sets
+ *                              it: each serves a socket there from cuInit on,
+ *                              cuCheckpointProcess* on another pid work through
+ *                              it, and NVML reports device-wide memory
+ *                              (driver_checkpoint.c has the state machine)
+ *   FAKECUDA_CHECKPOINT_MS     time a checkpoint or restore takes, default 0
+ *   FAKECUDA_NO_CHECKPOINT     1: cuGetProcAddress does not know the API
+ *   FAKECUDA_DRIVER_RELEASE    nvmlSystemGetDriverVersion, default 580.159.04
  *
  * Fixed facts: one device, "NVIDIA H100 80GB HBM3" (sm_90, 132 SMs),
  * driver version 13000, granularity 2 MiB, CUmemGenericAllocationHandle
@@ -174,6 +182,11 @@ struct fakecuda_usage {
 
 /* Fill *out (never fails; NULL is ignored). */
 FAKECUDA_EXPORT void fakecuda_get_usage(struct fakecuda_usage *out);
+
+/* Device memory used by every process of FAKECUDA_DEVICE_DIR (*shared 1),
+ * or by this process alone when it is not set (*shared 0).  Either pointer
+ * may be NULL. */
+FAKECUDA_EXPORT void fakecuda_device_used(uint64_t *used, int *shared);
 
 /* Calls made so far to the exported symbol NAME, or to every symbol of base
  * name NAME (same matching as FAKECUDA_FAIL).  Counts calls that failed. */

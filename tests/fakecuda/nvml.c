@@ -4,6 +4,7 @@
  * driver double's accounting (fakecuda_get_usage), so NVML and
  * cuMemGetInfo agree; before any context exists used is 0. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <pthread.h>
@@ -157,9 +158,23 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t *m
 	if (device != &g_dev0 || !memory)
 		return NVML_ERROR_INVALID_ARGUMENT;
 	fakecuda_get_usage(&u);
+	fakecuda_device_used(&u.used, NULL);
 	memory->total = u.total;
 	memory->used = u.used;
 	memory->free = u.used < u.total ? u.total - u.used : 0;
+	return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int length)
+{
+	const char *v = getenv("FAKECUDA_DRIVER_RELEASE");
+	if (!v || !*v)
+		v = "580.159.04";
+	if (!version)
+		return NVML_ERROR_INVALID_ARGUMENT;
+	if (strlen(v) >= length)
+		return NVML_ERROR_INSUFFICIENT_SIZE;
+	strcpy(version, v);
 	return NVML_SUCCESS;
 }
 
@@ -173,6 +188,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v
 	if (memory->version != nvmlMemory_v2)
 		return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
 	fakecuda_get_usage(&u);
+	fakecuda_device_used(&u.used, NULL);
 	memory->total = u.total;
 	memory->reserved = 0;
 	memory->used = u.used;

@@ -21,12 +21,16 @@
 #include <unistd.h>
 
 #include "saver/control.h"
+#include "tools/memsaver/checkpoint.h"
 #include "tools/memsaver/commands.h"
 #include "tracer/categories.h"
 #include "tracer/options.h"
 
 #define CTL_SLOW_TIMEOUT_MS (600 * 1000) /* pause/resume: backups of tens of GiB */
 #define CTL_FAST_TIMEOUT_MS (10 * 1000)
+/* The lock waits for the engine's CUDA calls in flight; after a pause
+ * (which synchronized) there are none, so a long wait means a stuck call. */
+#define CTL_LOCK_TIMEOUT_MS (30 * 1000)
 
 static const char ctl_usage[] =
 	"usage: memsaver ctl [--pid PID | --socket PATH | --all [--session ID]] COMMAND [ARGS]\n"
@@ -45,10 +49,19 @@ static const char ctl_usage[] =
 	"  -h, --help            this text\n"
 	"\n"
 	"Commands:\n"
-	"  pause [--tags kv,graph]   release the listed categories (default: every\n"
-	"                            category the policy wraps)\n"
-	"  resume [--tags kv,graph]  map them again at the same addresses\n"
-	"  status                    print the process's status as JSON\n"
+	"  pause [--tags kv,graph] [--deep]\n"
+	"                            release the listed categories (default: every\n"
+	"                            category the policy wraps); --deep then has the\n"
+	"                            driver checkpoint the rest, CUDA context included,\n"
+	"                            to host memory (engine started with `memsaver run\n"
+	"                            --deep-ready`; docs/deep-pause.md).  With --all:\n"
+	"                            every rank or none\n"
+	"  resume [--tags kv,graph]  restore a deep-paused engine first (refused, and\n"
+	"                            it stays checkpointed, when the GPU lacks the\n"
+	"                            memory), then map the categories again at the\n"
+	"                            same addresses\n"
+	"  status                    print the process's status as JSON; \"state\" is\n"
+	"                            running, paused, locked or checkpointed\n"
 	"  snapshot LABEL            record a phase marker with a memory reading\n"
 	"  report [-o FILE]          write the attribution report JSON to FILE (%p is\n"
 	"                            replaced by the pid) or to stdout\n"
@@ -68,6 +81,9 @@ static const char ctl_usage[] =
 	"Example:\n"
 	"  $ memsaver ctl pause --tags kv,graph\n"
 	"  pid 4242: paused kv,graph (812 ms)\n"
+	"  $ memsaver ctl pause --deep\n"
+	"  pid 4242: paused weights,kv,graph,workspace (95 ms)\n"
+	"  pid 4242: deep-paused: checkpointed 448.0 MiB (lock 1 ms, checkpoint 438 ms)\n"
 	"  $ memsaver ctl --all resume\n"
 	"  pid 4242: resumed all wrapped categories (905 ms)\n"
 	"  pid 4243: resumed all wrapped categories (899 ms)\n"
@@ -451,6 +467,503 @@ static int ctl_write_json(const char *path, json_t *v)
 	return 0;
 }
 
+/* ---- deep pause: the driver's process checkpoint on top of a pause -------
+ *
+ * Order, for one engine or every rank of --all (vLLM #58183 does the same
+ * across ranks): pause every rank (memsaver, over the socket), then note +
+ * lock every rank, then checkpoint every rank; resume restores every rank
+ * before it unlocks any.  Any failure brings back what this command did, in
+ * reverse, and leaves every rank normally paused.  The note to the engine
+ * goes BEFORE the lock and AFTER the unlock: a locked engine blocks in every
+ * CUDA call, its control thread does not (saver/state.h). */
+
+struct deep_rank {
+	const struct ctl_target *t;
+	json_t *status;
+	int was_paused, paused, noted, locked, checkpointed;
+	uint64_t held[MSV_CKPT_MAX_DEVICES];
+	long long lock_ms, ckpt_ms;
+};
+
+/* One request that must answer ok.  Returns 0 and the reply (or NULL when
+ * reply_out is NULL), or -1 with the reason in err. */
+static int ctl_ok(const struct ctl_target *t, json_t *req, int timeout_ms, json_t **reply_out, char *err,
+		  size_t len)
+{
+	json_t *reply = NULL;
+	if (reply_out)
+		*reply_out = NULL;
+	if (!req) {
+		snprintf(err, len, "out of memory");
+		return -1;
+	}
+	int r = ctl_request(t->path, req, timeout_ms, &reply, err, len);
+	json_decref(req);
+	if (r)
+		return -1;
+	if (!json_is_true(json_object_get(reply, "ok"))) {
+		const char *e = json_string_value(json_object_get(reply, "error"));
+		snprintf(err, len, "%s", e ? e : "(no message)");
+		json_decref(reply);
+		return -1;
+	}
+	if (reply_out)
+		*reply_out = reply;
+	else
+		json_decref(reply);
+	return 0;
+}
+
+static int ctl_note(const struct ctl_target *t, const char *state, json_t *detail, char *err, size_t len)
+{
+	json_t *req = json_pack("{s:s,s:s,s:i}", "cmd", "deep", "state", state, "cli_pid", (int)getpid());
+	if (req && detail)
+		json_object_set(req, "detail", detail);
+	return ctl_ok(t, req, CTL_FAST_TIMEOUT_MS, NULL, err, len);
+}
+
+static json_t *ctl_status_of(const struct ctl_target *t, char *err, size_t len)
+{
+	json_t *reply, *st;
+	if (ctl_ok(t, json_pack("{s:s}", "cmd", "status"), CTL_FAST_TIMEOUT_MS, &reply, err, len))
+		return NULL;
+	st = json_incref(json_object_get(reply, "status"));
+	json_decref(reply);
+	if (!json_is_object(st)) {
+		json_decref(st);
+		snprintf(err, len, "the status reply has no status object");
+		return NULL;
+	}
+	return st;
+}
+
+/* libnccl mapped into pid: it may talk to other processes through CUDA IPC. */
+static int ctl_maps_nccl(int pid)
+{
+	char p[64], line[4096];
+	snprintf(p, sizeof(p), "/proc/%d/maps", pid);
+	FILE *f = fopen(p, "re");
+	int found = 0;
+	if (!f)
+		return 0;
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, "/libnccl") != NULL;
+	fclose(f);
+	return found;
+}
+
+/* Live memsaver processes in a session. */
+static size_t ctl_session_live(const char *session)
+{
+	struct ctl_list l = {0};
+	char bases[2][PATH_MAX];
+	int nb = ctl_bases(bases);
+	size_t n = 0;
+	for (int i = 0; i < nb; i++)
+		ctl_scan(bases[i], session, &l);
+	for (size_t i = 0; i < l.n; i++)
+		n += ctl_probe(&l.v[i], 1) == 1;
+	ctl_list_free(&l);
+	return n;
+}
+
+/* Why this driver cannot checkpoint these engines, or NULL.  Known before
+ * anything is done, so every rank can fall back to a plain pause. */
+static const char *ctl_deep_refusal(struct deep_rank *r, size_t n, struct msv_ckpt **api, char *why,
+				    size_t len)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (json_is_true(json_object_get(r[i].status, "cupti"))) {
+			snprintf(why, len, "pid %d subscribed to CUPTI (it was started by `memsaver run` "
+					   "without --deep-ready), and the driver refuses to checkpoint a "
+					   "process that ever subscribed (CUDA_ERROR_NOT_SUPPORTED, 801); "
+					   "restart the engine with `memsaver run --deep-ready`",
+				 r[i].t->pid);
+			return why;
+		}
+	}
+	char e[512];
+	int rc = _msv_ckpt_open(api, e, sizeof(e));
+	if (rc) {
+		snprintf(why, len, "%s", e);
+		return why;
+	}
+	int major = _msv_ckpt_driver_major(*api);
+	for (size_t i = 0; major > 0 && major < 610 && i < n; i++) {
+		if (ctl_maps_nccl(r[i].t->pid) && ctl_session_live(r[i].t->session) > 1) {
+			snprintf(why, len, "pid %d uses NCCL and runs beside other processes of its "
+					   "session: the driver's checkpoint of a process that shares GPU "
+					   "memory with another (CUDA IPC) needs driver 610 or newer, this is "
+					   "%d",
+				 r[i].t->pid, major);
+			return why;
+		}
+	}
+	return NULL;
+}
+
+static void ctl_print_paused(const struct ctl_target *t, json_t *reply, const char *tags)
+{
+	char list[256];
+	json_t *ms = json_object_get(reply, "ms");
+	if (tags && *tags)
+		snprintf(list, sizeof(list), "%s", tags);
+	else if (json_array_size(json_object_get(reply, "paused")))
+		ctl_join(json_object_get(reply, "paused"), list, sizeof(list));
+	else
+		snprintf(list, sizeof(list), "all wrapped categories");
+	printf("pid %d: paused %s", t->pid, list);
+	if (json_is_integer(ms))
+		printf(" (%lld ms)", (long long)json_integer_value(ms));
+	putchar('\n');
+}
+
+/* Bring back, in reverse, what a failed deep pause did; every rank ends
+ * normally paused. */
+static void ctl_deep_rollback(struct msv_ckpt *api, struct deep_rank *r, size_t n)
+{
+	char why[512];
+	for (size_t k = n; k-- > 0;) {
+		if (r[k].checkpointed && _msv_ckpt_restore(api, r[k].t->pid, why, sizeof(why)) != 0)
+			fprintf(stderr, "pid %d: error: rollback: %s\n", r[k].t->pid, why);
+		else
+			r[k].checkpointed = 0;
+	}
+	for (size_t k = n; k-- > 0;) {
+		if (r[k].locked && !r[k].checkpointed && _msv_ckpt_unlock(api, r[k].t->pid, why, sizeof(why)) != 0)
+			fprintf(stderr, "pid %d: error: rollback: %s\n", r[k].t->pid, why);
+		else if (!r[k].checkpointed)
+			r[k].locked = 0;
+	}
+	for (size_t k = 0; k < n; k++)
+		if (r[k].noted && !r[k].locked && ctl_note(r[k].t, "paused", NULL, why, sizeof(why)) != 0)
+			fprintf(stderr, "pid %d: error: rollback note: %s\n", r[k].t->pid, why);
+}
+
+static long long ctl_ms_since(long long t0)
+{
+	return ctl_now_ms() - t0;
+}
+
+static int ctl_deep_pause(const struct ctl_list *targets, const char *tags, int timeout_ms)
+{
+	size_t n = targets->n, deep = 0;
+	struct deep_rank *r = calloc(n ? n : 1, sizeof(*r));
+	struct msv_ckpt *api = NULL;
+	char err[PATH_MAX + 1024], why[PATH_MAX + 1024];
+	int rc = MSV_EXIT_FAIL;
+	if (!r) {
+		fprintf(stderr, "memsaver ctl: out of memory\n");
+		return MSV_EXIT_FAIL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		r[i].t = &targets->v[i];
+		if (!(r[i].status = ctl_status_of(r[i].t, err, sizeof(err)))) {
+			fprintf(stderr, "pid %d: error: %s; nothing was done\n", r[i].t->pid, err);
+			goto cleanup;
+		}
+		const char *st = json_string_value(json_object_get(r[i].status, "state"));
+		deep += st && (!strcmp(st, "locked") || !strcmp(st, "checkpointed"));
+		r[i].was_paused = st && strcmp(st, "running") != 0;
+	}
+	if (deep) {
+		for (size_t i = 0; i < n; i++)
+			printf("pid %d: nothing to do: already %s\n", r[i].t->pid,
+			       json_string_value(json_object_get(r[i].status, "state")));
+		rc = deep == n ? MSV_EXIT_OK : MSV_EXIT_FAIL;
+		if (deep != n)
+			fprintf(stderr, "memsaver ctl: some ranks are deep-paused and some not; "
+					"`memsaver ctl --all resume` first\n");
+		goto cleanup;
+	}
+	const char *refusal = ctl_deep_refusal(r, n, &api, why, sizeof(why));
+
+	/* 1. The memsaver pause of every rank (none if one fails). */
+	for (size_t i = 0; i < n; i++) {
+		json_t *reply;
+		json_t *req = tags ? json_pack("{s:s,s:s}", "cmd", "pause", "tags", tags)
+				   : json_pack("{s:s}", "cmd", "pause");
+		if (ctl_ok(r[i].t, req, timeout_ms, &reply, err, sizeof(err))) {
+			fprintf(stderr, "pid %d: error: %s\n", r[i].t->pid, err);
+			for (size_t k = i; k-- > 0;) {
+				if (!r[k].paused)
+					continue;
+				json_t *rr = tags ? json_pack("{s:s,s:s}", "cmd", "resume", "tags", tags)
+						  : json_pack("{s:s}", "cmd", "resume");
+				if (ctl_ok(r[k].t, rr, timeout_ms, NULL, err, sizeof(err)))
+					fprintf(stderr, "pid %d: error: resuming after the failure: %s\n",
+						r[k].t->pid, err);
+			}
+			fprintf(stderr, "memsaver ctl: pid %d could not pause; the ranks this command "
+					"paused were resumed\n", r[i].t->pid);
+			goto cleanup;
+		}
+		r[i].paused = !json_object_get(reply, "warning");
+		if (r[i].paused)
+			ctl_print_paused(r[i].t, reply, tags);
+		json_decref(reply);
+	}
+	if (refusal) {
+		printf("memsaver ctl: deep pause refused: %s; paused normally instead\n", refusal);
+		goto cleanup;
+	}
+
+	/* 2. Note, then lock, every rank.  The note carries the device memory
+	 * in use now: an upper bound of what the checkpoint will hold, for a
+	 * resume after a ctl that dies before it measured the checkpoint. */
+	for (size_t i = 0; i < n; i++) {
+		uint64_t u0[MSV_CKPT_MAX_DEVICES], f0[MSV_CKPT_MAX_DEVICES];
+		int n0 = 0;
+		char e[256];
+		json_t *bound = json_object(), *detail;
+		if (_msv_ckpt_memory(api, &n0, u0, f0, e, sizeof(e)) != 0)
+			n0 = 0;
+		for (int dv = 0; dv < n0; dv++) {
+			char k[16];
+			snprintf(k, sizeof(k), "%d", dv);
+			json_object_set_new(bound, k, json_integer((json_int_t)u0[dv]));
+		}
+		detail = json_pack("{s:o,s:b,s:b}", "held_bytes", bound, "measured", n0 > 0, "upper_bound", 1);
+		int nr = ctl_note(r[i].t, "locked", detail, err, sizeof(err));
+		json_decref(detail);
+		if (nr) {
+			snprintf(why, sizeof(why), "%s", err);
+			goto rollback;
+		}
+		r[i].noted = 1;
+		long long t0 = ctl_now_ms();
+		if (_msv_ckpt_lock(api, r[i].t->pid, CTL_LOCK_TIMEOUT_MS, why, sizeof(why)) != 0)
+			goto rollback;
+		r[i].lock_ms = ctl_ms_since(t0);
+		r[i].locked = 1;
+	}
+	/* 3. Checkpoint every rank; the device memory each gives back is what
+	 * its restore will need (NVML, device-wide: measured around each). */
+	for (size_t i = 0; i < n; i++) {
+		uint64_t u0[MSV_CKPT_MAX_DEVICES], u1[MSV_CKPT_MAX_DEVICES], f[MSV_CKPT_MAX_DEVICES];
+		int n0 = 0, n1 = 0;
+		char e[256];
+		if (_msv_ckpt_memory(api, &n0, u0, f, e, sizeof(e)) != 0)
+			n0 = 0;
+		long long t0 = ctl_now_ms();
+		if (_msv_ckpt_checkpoint(api, r[i].t->pid, why, sizeof(why)) != 0)
+			goto rollback;
+		r[i].ckpt_ms = ctl_ms_since(t0);
+		r[i].checkpointed = 1;
+		if (_msv_ckpt_memory(api, &n1, u1, f, e, sizeof(e)) != 0 || n1 != n0)
+			n0 = 0;
+		json_t *held = json_object(), *detail;
+		uint64_t total = 0;
+		for (int d = 0; d < n0; d++) {
+			r[i].held[d] = u0[d] > u1[d] ? u0[d] - u1[d] : 0;
+			total += r[i].held[d];
+			if (r[i].held[d]) {
+				char k[16];
+				snprintf(k, sizeof(k), "%d", d);
+				json_object_set_new(held, k, json_integer((json_int_t)r[i].held[d]));
+			}
+		}
+		detail = json_pack("{s:o,s:b,s:b,s:I,s:I}", "held_bytes", held, "measured", n0 > 0,
+				   "upper_bound", 0, "lock_ms",
+				   (json_int_t)r[i].lock_ms, "checkpoint_ms", (json_int_t)r[i].ckpt_ms);
+		int nr = ctl_note(r[i].t, "checkpointed", detail, err, sizeof(err));
+		json_decref(detail);
+		if (nr) {
+			snprintf(why, sizeof(why), "%s", err);
+			goto rollback;
+		}
+		printf("pid %d: deep-paused: checkpointed %.1f MiB (lock %lld ms, checkpoint %lld ms)%s\n",
+		       r[i].t->pid, total / 1048576.0, r[i].lock_ms, r[i].ckpt_ms,
+		       n0 ? "" : "; device memory unknown (no NVML): resume cannot check it first");
+	}
+	rc = MSV_EXIT_OK;
+	goto cleanup;
+rollback:
+	ctl_deep_rollback(api, r, n);
+	fprintf(stderr, "memsaver ctl: deep pause failed: %s; %s normally paused (`memsaver ctl%s "
+			"resume` brings %s back)\n",
+		why, n > 1 ? "every rank was brought back and stays" : "the engine stays",
+		n > 1 ? " --all" : "", n > 1 ? "them" : "it");
+cleanup:
+	for (size_t i = 0; i < n; i++)
+		json_decref(r[i].status);
+	free(r);
+	_msv_ckpt_free(api);
+	fflush(stdout);
+	return rc;
+}
+
+/* Before a plain resume: restore and unlock whatever the driver holds, after
+ * checking that every GPU has the memory the checkpoints hold (a restore
+ * that runs out of memory leaves the process unusable: cuda-checkpoint#44).
+ * Returns MSV_EXIT_OK when the plain resume may go on. */
+static int ctl_deep_resume(const struct ctl_list *targets)
+{
+	size_t n = targets->n;
+	struct deep_rank *r = calloc(n ? n : 1, sizeof(*r));
+	int *state = calloc(n ? n : 1, sizeof(int));
+	struct msv_ckpt *api = NULL;
+	uint64_t need[MSV_CKPT_MAX_DEVICES] = {0};
+	char err[PATH_MAX + 1024], why[1024];
+	int rc = MSV_EXIT_FAIL, any = 0, unmeasured = 0;
+	if (!r || !state) {
+		fprintf(stderr, "memsaver ctl: out of memory\n");
+		goto cleanup;
+	}
+	for (size_t i = 0; i < n; i++) {
+		r[i].t = &targets->v[i];
+		state[i] = -1;
+		if (!(r[i].status = ctl_status_of(r[i].t, err, sizeof(err)))) {
+			fprintf(stderr, "pid %d: error: %s; nothing was done\n", r[i].t->pid, err);
+			goto cleanup;
+		}
+		any += json_is_object(json_object_get(r[i].status, "deep"));
+	}
+	if (!any) {
+		rc = MSV_EXIT_OK;
+		goto cleanup;
+	}
+	if (_msv_ckpt_open(&api, why, sizeof(why)) != 0) {
+		fprintf(stderr, "memsaver ctl: a deep-paused engine needs the driver's restore, and %s\n", why);
+		goto cleanup;
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_t *deep = json_object_get(r[i].status, "deep");
+		if (!json_is_object(deep))
+			continue;
+		if (_msv_ckpt_get_state(api, r[i].t->pid, &state[i], why, sizeof(why)) != 0) {
+			fprintf(stderr, "pid %d: error: %s; nothing was done\n", r[i].t->pid, why);
+			goto cleanup;
+		}
+		if (state[i] == MSV_CKPT_FAILED) {
+			fprintf(stderr, "pid %d: error: the driver reports the process FAILED (an earlier "
+					"restore failed half-way); it cannot be brought back and must be "
+					"restarted; nothing was done\n", r[i].t->pid);
+			goto cleanup;
+		}
+		if (state[i] == MSV_CKPT_CHECKPOINTED) {
+			json_t *detail = json_object_get(deep, "detail");
+			json_t *held = json_object_get(detail, "held_bytes");
+			const char *k;
+			json_t *v;
+			if (!json_is_true(json_object_get(detail, "measured")))
+				unmeasured = 1;
+			if (json_is_true(json_object_get(detail, "upper_bound")))
+				printf("pid %d: note: the ctl that checkpointed it stopped before it measured the "
+				       "checkpoint; the check below uses the device memory in use at the lock "
+				       "(an upper bound)\n", r[i].t->pid);
+			json_object_foreach(held, k, v) {
+				int d = atoi(k);
+				if (d >= 0 && d < MSV_CKPT_MAX_DEVICES && json_is_integer(v))
+					need[d] += (uint64_t)json_integer_value(v);
+			}
+		}
+	}
+	int nd = 0;
+	uint64_t used[MSV_CKPT_MAX_DEVICES], freeb[MSV_CKPT_MAX_DEVICES];
+	int checkpointed = 0;
+	for (size_t i = 0; i < n; i++)
+		checkpointed += state[i] == MSV_CKPT_CHECKPOINTED;
+	if (checkpointed) {
+		if (unmeasured || _msv_ckpt_memory(api, &nd, used, freeb, why, sizeof(why)) != 0) {
+			fprintf(stderr, "memsaver ctl: restore refused: %s; a restore that runs out of "
+					"memory leaves the process unusable, so it stays checkpointed\n",
+				unmeasured ? "the memory the checkpoint holds was not measured (no NVML at "
+					     "the deep pause)" : why);
+			goto cleanup;
+		}
+		for (int d = 0; d < MSV_CKPT_MAX_DEVICES; d++) {
+			if (!need[d] || (d < nd && freeb[d] >= need[d]))
+				continue;
+			for (size_t i = 0; i < n; i++)
+				if (state[i] == MSV_CKPT_CHECKPOINTED)
+					fprintf(stderr, "pid %d: error: restore refused: GPU %d has %llu bytes "
+							"(%.1f MiB) free, the checkpoint%s need%s %llu bytes "
+							"(%.1f MiB); the engine stays checkpointed; free memory "
+							"and run `memsaver ctl resume` again\n",
+						r[i].t->pid, d, (unsigned long long)(d < nd ? freeb[d] : 0),
+						(d < nd ? freeb[d] : 0) / 1048576.0, checkpointed > 1 ? "s" : "",
+						checkpointed > 1 ? "" : "s", (unsigned long long)need[d],
+						need[d] / 1048576.0);
+			goto cleanup;
+		}
+	}
+	/* Restore every rank before unlocking any. */
+	rc = MSV_EXIT_OK;
+	for (size_t i = 0; i < n; i++) {
+		if (state[i] != MSV_CKPT_CHECKPOINTED)
+			continue;
+		long long t0 = ctl_now_ms();
+		if (_msv_ckpt_restore(api, r[i].t->pid, why, sizeof(why)) != 0) {
+			int s = -1;
+			_msv_ckpt_get_state(api, r[i].t->pid, &s, err, sizeof(err));
+			fprintf(stderr, "pid %d: error: %s; the driver now reports it %s\n", r[i].t->pid, why,
+				_msv_ckpt_state_name(s));
+			rc = MSV_EXIT_FAIL;
+			continue;
+		}
+		r[i].ckpt_ms = ctl_ms_since(t0);
+		state[i] = MSV_CKPT_LOCKED;
+		printf("pid %d: restored from the driver checkpoint (%lld ms)\n", r[i].t->pid, r[i].ckpt_ms);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (state[i] == MSV_CKPT_LOCKED && _msv_ckpt_unlock(api, r[i].t->pid, why, sizeof(why)) != 0) {
+			fprintf(stderr, "pid %d: error: %s\n", r[i].t->pid, why);
+			rc = MSV_EXIT_FAIL;
+			continue;
+		}
+		if (state[i] == MSV_CKPT_LOCKED || state[i] == MSV_CKPT_RUNNING) {
+			if (ctl_note(r[i].t, "paused", NULL, err, sizeof(err)) != 0) {
+				fprintf(stderr, "pid %d: error: %s\n", r[i].t->pid, err);
+				rc = MSV_EXIT_FAIL;
+			}
+		}
+	}
+cleanup:
+	for (size_t i = 0; r && i < n; i++)
+		json_decref(r[i].status);
+	free(r);
+	free(state);
+	_msv_ckpt_free(api);
+	fflush(stdout);
+	return rc;
+}
+
+/* A status whose deep note stands is checked against the driver: the note
+ * is what the last ctl said, the driver knows (a ctl killed in the middle
+ * leaves a note behind).  "state" becomes the driver's answer. */
+static void ctl_status_check(json_t *st, int pid, struct msv_ckpt **api, int *api_tried)
+{
+	char why[1024];
+	int s = -1;
+	if (!json_is_object(st) || !json_is_object(json_object_get(st, "deep")))
+		return;
+	if (!*api_tried) {
+		*api_tried = 1;
+		if (_msv_ckpt_open(api, why, sizeof(why)) != 0) {
+			json_object_set_new(st, "driver_error", json_string(why));
+			return;
+		}
+	}
+	if (!*api)
+		return;
+	if (_msv_ckpt_get_state(*api, pid, &s, why, sizeof(why)) != 0) {
+		json_object_set_new(st, "driver_error", json_string(why));
+		return;
+	}
+	const char *truth = _msv_ckpt_state_name(s);
+	if (s == MSV_CKPT_RUNNING)
+		truth = json_array_size(json_object_get(st, "paused")) ? "paused" : "running";
+	json_object_set_new(st, "driver_state", json_string(_msv_ckpt_state_name(s)));
+	const char *said = json_string_value(json_object_get(st, "state"));
+	if (said && strcmp(said, truth) != 0) {
+		fprintf(stderr, "pid %d: note: the engine was last told \"%s\", the driver says %s (a ctl "
+				"stopped in the middle?); `memsaver ctl resume` brings it back\n",
+			pid, said, _msv_ckpt_state_name(s));
+		json_object_set_new(st, "state", json_string(truth));
+	}
+}
+
 int _msv_cmd_ctl(int argc, char **argv)
 {
 	static const struct option lopts[] = {
@@ -459,6 +972,7 @@ int _msv_cmd_ctl(int argc, char **argv)
 		{"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
 	static const struct option copts[] = {{"tags", required_argument, NULL, 't'},
+					      {"deep", no_argument, NULL, 'd'},
 					      {"output", required_argument, NULL, 'o'},
 					      {"help", no_argument, NULL, 'h'},
 					      {NULL, 0, NULL, 0}};
@@ -466,7 +980,9 @@ int _msv_cmd_ctl(int argc, char **argv)
 	struct ctl_list targets = {0};
 	json_t *req = NULL, *collected = NULL;
 	const char *tags = NULL, *out = NULL, *label = NULL;
-	int c, rc = MSV_EXIT_OK, slow = 0;
+	int c, rc = MSV_EXIT_OK, slow = 0, deep = 0;
+	struct msv_ckpt *api = NULL;
+	int api_tried = 0;
 	char *end;
 
 	optind = 0; /* glibc: reinitialise, the dispatcher may have used getopt */
@@ -520,9 +1036,11 @@ int _msv_cmd_ctl(int argc, char **argv)
 	int cargc = argc - optind;
 	char **cargv = argv + optind;
 	optind = 0;
-	while ((c = getopt_long(cargc, cargv, "+t:o:h", copts, NULL)) != -1) {
+	while ((c = getopt_long(cargc, cargv, "+t:o:dh", copts, NULL)) != -1) {
 		if (c == 't' && (!strcmp(cmd, "pause") || !strcmp(cmd, "resume")))
 			tags = optarg;
+		else if (c == 'd' && (!strcmp(cmd, "pause") || !strcmp(cmd, "resume")))
+			deep = 1; /* resume notices a deep pause by itself */
 		else if (c == 'o' && !strcmp(cmd, "report"))
 			out = optarg;
 		else if (c == 'h') {
@@ -542,7 +1060,7 @@ int _msv_cmd_ctl(int argc, char **argv)
 		unsigned mask;
 		if (npos || (tags && _msv_category_mask_parse(tags, &mask, bad, sizeof(bad)) != 0)) {
 			if (npos)
-				fprintf(stderr, "memsaver ctl: %s takes only --tags\n", cmd);
+				fprintf(stderr, "memsaver ctl: %s takes only --tags and --deep\n", cmd);
 			else
 				fprintf(stderr, "memsaver ctl: unknown category \"%s\"; valid: weights, kv, "
 						"graph, workspace, comm, other\n", bad);
@@ -572,6 +1090,12 @@ int _msv_cmd_ctl(int argc, char **argv)
 	int timeout = o.timeout_ms ? o.timeout_ms : slow ? CTL_SLOW_TIMEOUT_MS : CTL_FAST_TIMEOUT_MS;
 
 	if ((rc = ctl_resolve(&o, &targets)) != MSV_EXIT_OK)
+		goto cleanup;
+	if (deep && !strcmp(cmd, "pause")) {
+		rc = ctl_deep_pause(&targets, tags, timeout);
+		goto cleanup;
+	}
+	if (!strcmp(cmd, "resume") && (rc = ctl_deep_resume(&targets)) != MSV_EXIT_OK)
 		goto cleanup;
 	int keyed = o.all && (!strcmp(cmd, "status") || (!strcmp(cmd, "report") && !(out && strstr(out, "%p"))));
 	if (keyed && !(collected = json_object())) {
@@ -640,6 +1164,8 @@ int _msv_cmd_ctl(int argc, char **argv)
 		} else {
 			const char *field = !strcmp(cmd, "status") ? "status" : "report";
 			json_t *v = json_object_get(reply, field);
+			if (!strcmp(cmd, "status"))
+				ctl_status_check(v, t->pid, &api, &api_tried);
 			if (keyed) {
 				json_object_set(collected, key, v ? v : json_null());
 			} else {
@@ -663,5 +1189,6 @@ cleanup:
 	json_decref(req);
 	json_decref(collected);
 	ctl_list_free(&targets);
+	_msv_ckpt_free(api);
 	return rc;
 }

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tools/memsaver/checkpoint.h"
 #include "tools/memsaver/commands.h"
 #include "tracer/policy.h"
 
@@ -33,6 +34,10 @@ static const char usage[] =
 	"  -o, --report PATH    write the JSON report here at exit and after every pause\n"
 	"                       and resume (%p = pid)\n"
 	"      --no-cupti       do not subscribe to CUPTI (trace from the interposer only)\n"
+	"      --deep-ready     let `memsaver ctl pause --deep` checkpoint the engine:\n"
+	"                       --no-cupti (the driver never checkpoints a process that\n"
+	"                       subscribed to CUPTI once), and check that the driver\n"
+	"                       has the process checkpoint (docs/deep-pause.md)\n"
 	"      --no-redirect    observe and report only: never wrap an allocation\n"
 	"      --no-python      do not read Python frames per allocation (cheaper)\n"
 	"      --log LEVEL      error, warn (default), info or debug\n"
@@ -152,10 +157,11 @@ int _msv_cmd_run(int argc, char **argv)
 		{"report", required_argument, 0, 'o'}, {"no-cupti", no_argument, 0, 'C'},
 		{"no-redirect", no_argument, 0, 'R'},  {"no-python", no_argument, 0, 'P'},
 		{"log", required_argument, 0, 'l'},    {"help", no_argument, 0, 'h'},
+		{"deep-ready", no_argument, 0, 'D'},
 		{0, 0, 0, 0},
 	};
 	const char *policy = NULL, *trace = NULL, *report = NULL, *log = NULL;
-	int cupti = 1, redirect = 1, python = 1, c;
+	int cupti = 1, redirect = 1, python = 1, deep_ready = 0, c;
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "+p:t:o:h", opts, NULL)) != -1) {
 		switch (c) {
@@ -163,6 +169,7 @@ int _msv_cmd_run(int argc, char **argv)
 		case 't': trace = optarg; break;
 		case 'o': report = optarg; break;
 		case 'C': cupti = 0; break;
+		case 'D': cupti = 0, deep_ready = 1; break;
 		case 'R': redirect = 0; break;
 		case 'P': python = 0; break;
 		case 'l': log = optarg; break;
@@ -199,6 +206,15 @@ int _msv_cmd_run(int argc, char **argv)
 		fprintf(stderr, "memsaver run: %s; refusing to start the engine (there is nothing to save)\n", why);
 		return MSV_EXIT_USAGE;
 	}
+	if (deep_ready) {
+		/* Not fatal: the engine still runs, and `ctl pause --deep` falls
+		 * back to a plain pause with the same sentence. */
+		struct msv_ckpt *api = NULL;
+		if (_msv_ckpt_open(&api, why, sizeof(why)) != 0)
+			fprintf(stderr, "memsaver run: note: --deep-ready, but %s; `memsaver ctl pause "
+					"--deep` will pause normally\n", why);
+		_msv_ckpt_free(api);
+	}
 	if (cupti && find_cupti(cupti_dir, sizeof(cupti_dir)) != 0) {
 		fprintf(stderr, "memsaver run: libcupti.so.13 not found (LD_LIBRARY_PATH, $CUDA_HOME/lib64); "
 				"install the CUDA toolkit's CUPTI or pass --no-cupti to trace from the "
@@ -228,6 +244,15 @@ int _msv_cmd_run(int argc, char **argv)
 	setenv("MEMSAVER_PYTHON_FRAMES", python ? "1" : "0", 1);
 	if (log)
 		setenv("MEMSAVER_LOG", log, 1);
+	/* NCCL registers the buffers of collectives captured in CUDA graphs by
+	 * retaining their handles for its peers; such memory can never be
+	 * released (saver/shared.h).  Without registration NCCL copies through
+	 * its own buffers and the engine's memory stays releasable. */
+	if (redirect && !getenv("NCCL_GRAPH_REGISTER")) {
+		setenv("NCCL_GRAPH_REGISTER", "0", 1);
+		fprintf(stderr, "memsaver: NCCL_GRAPH_REGISTER=0 (graph-captured collectives copy instead of "
+				"registering user buffers, which would pin them); set it yourself to choose\n");
+	}
 	fprintf(stderr, "memsaver: session %s; control with `memsaver ctl --all --session %s`\n", session,
 		session);
 	fflush(NULL);
