@@ -481,7 +481,7 @@ struct deep_rank {
 	const struct ctl_target *t;
 	json_t *status;
 	int was_paused, paused, noted, locked, checkpointed;
-	uint64_t held[MSV_CKPT_MAX_DEVICES];
+	uint64_t held[MSV_CKPT_MAX_DEVICES], held_total;
 	long long lock_ms, ckpt_ms;
 };
 
@@ -772,10 +772,15 @@ static int ctl_deep_pause(const struct ctl_list *targets, const char *tags, int 
 			snprintf(why, sizeof(why), "%s", err);
 			goto rollback;
 		}
-		printf("pid %d: deep-paused: checkpointed %.1f MiB (lock %lld ms, checkpoint %lld ms)%s\n",
-		       r[i].t->pid, total / 1048576.0, r[i].lock_ms, r[i].ckpt_ms,
-		       n0 ? "" : "; device memory unknown (no NVML): resume cannot check it first");
+		r[i].held_total = n0 ? total : UINT64_MAX;
 	}
+	/* Said once every rank is done: a rank printed as deep-paused is. */
+	for (size_t i = 0; i < n; i++)
+		printf("pid %d: deep-paused: checkpointed %.1f MiB (lock %lld ms, checkpoint %lld ms)%s\n",
+		       r[i].t->pid, r[i].held_total == UINT64_MAX ? 0.0 : r[i].held_total / 1048576.0,
+		       r[i].lock_ms, r[i].ckpt_ms,
+		       r[i].held_total == UINT64_MAX ? "; device memory unknown (no NVML): resume will "
+						       "refuse to restore blind" : "");
 	rc = MSV_EXIT_OK;
 	goto cleanup;
 rollback:
