@@ -9,6 +9,10 @@
 #include "tests/fuzz/fuzz.h"
 
 #include "saver/control.c"
+/* The process state the control server reports (deep pause); no CUDA. */
+#if __has_include("saver/state.c")
+#include "saver/state.c"
+#endif
 
 #include <sys/socket.h>
 
