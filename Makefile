@@ -33,7 +33,8 @@ CORE_SRCS := \
 	tracer/options.c \
 	tracer/policy.c \
 	tracer/trace_writer.c \
-	saver/control_path.c
+	saver/control_path.c \
+	saver/state.c
 
 LIB_SRCS := $(sort $(wildcard tracer/*.c saver/*.c) $(CORE_SRCS))
 CLI_SRCS := $(wildcard tools/memsaver/*.c)

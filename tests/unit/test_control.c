@@ -6,7 +6,6 @@
  * reads the environment the fixture set. */
 #include "saver/control.c"
 #include "saver/control_path.c"
-#include "saver/state.c"
 #include "tools/memsaver/cmd_ctl.c"
 #include "tools/memsaver/checkpoint.c"
 
