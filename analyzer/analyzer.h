@@ -59,6 +59,7 @@ int _msv_render_diff_text(const json_t *diff, FILE *out);
 const char *_msv_rec_type_name(unsigned type);     /* "alloc", "phase", ... */
 const char *_msv_meta_key_name(unsigned key);      /* "cmdline", ... */
 const char *_msv_driver_cause_name(unsigned cause);/* "context", "modules", ... */
+const char *_msv_share_kind_name(unsigned kind); /* "retained", "exported", ... */
 json_t *_msv_flags_json(unsigned flags);           /* ["wrapped", ...] */
 json_t *_msv_mask_json(uint64_t mask);             /* ["weights", ...] */
 /* "1.50 GiB", "12.0 MiB", "512 B"; negative values keep their sign. */

@@ -63,6 +63,8 @@ struct alloc {
 	uint16_t rule;
 	uint32_t site, pysite, nvtx;
 	int released;
+	unsigned shared; /* 1 << enum msv_share_kind while referenced outside memsaver */
+	uint32_t share_site, share_pysite, share_nvtx; /* where it was first shared */
 	UT_hash_handle hh;
 };
 
@@ -109,6 +111,10 @@ struct state {
 	int oom;
 	/* counters */
 	uint64_t n_alloc, n_free, n_free_unknown, n_wrap_fail, n_wrapped, n_vmm_create;
+	/* legacy IPC refused on wrapped memory: count, bytes and first site */
+	uint64_t n_ipc_refused, ipc_refused_bytes;
+	int ipc_cat;
+	uint32_t ipc_site, ipc_pysite, ipc_nvtx;
 };
 
 static json_t *jint(int64_t v)
@@ -223,6 +229,8 @@ static void apply_pause(struct state *st, const struct msv_rec *r, int release)
 			continue;
 		if (!(a->flags & MSV_F_WRAPPED) || st->actions[a->cat] == MSV_ACT_KEEP)
 			continue;
+		if (release && a->shared)
+			continue; /* saver/shared.h: never released */
 		if (release && !a->released) {
 			a->released = 1;
 			st->resident[a->cat] -= a->size;
@@ -231,6 +239,29 @@ static void apply_pause(struct state *st, const struct msv_rec *r, int release)
 			st->resident[a->cat] += a->size;
 		}
 	}
+}
+
+static void apply_shared(struct state *st, const struct msv_rec *r)
+{
+	struct alloc *a;
+	if (r->api == MSV_SHARE_IPC_REFUSED) {
+		if (!st->n_ipc_refused++) {
+			st->ipc_cat = r->category < MSV_CAT_COUNT ? r->category : MSV_CAT_OTHER;
+			st->ipc_site = r->site, st->ipc_pysite = r->pysite, st->ipc_nvtx = r->nvtx;
+		}
+		st->ipc_refused_bytes += r->size;
+		return;
+	}
+	HASH_FIND(hh, st->allocs, &r->addr, sizeof(r->addr), a);
+	if (!a)
+		return;
+	if (r->api == MSV_SHARE_ENDED) {
+		a->shared = 0;
+		return;
+	}
+	if (!a->shared)
+		a->share_site = r->site, a->share_pysite = r->pysite, a->share_nvtx = r->nvtx;
+	a->shared |= 1u << (r->api & 31);
 }
 
 static void apply(struct state *st, const struct msv_rec *r, size_t idx)
@@ -320,6 +351,9 @@ static void apply(struct state *st, const struct msv_rec *r, size_t idx)
 		break;
 	case MSV_REC_WRAP_FAIL:
 		st->n_wrap_fail++;
+		break;
+	case MSV_REC_SHARED:
+		apply_shared(st, r);
 		break;
 	default:
 		return;
@@ -578,8 +612,9 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 
 	/* Category sources, split by reason. */
 	struct bucket cats[MSV_CAT_COUNT][R_COUNT];
-	struct bucket overhead = {0}, vmm = {0};
+	struct bucket overhead = {0}, vmm = {0}, shared = {0};
 	struct bucket norule = {0};
+	unsigned shared_kinds = 0;
 	memset(cats, 0, sizeof(cats));
 	struct alloc *a, *tmp;
 	HASH_ITER(hh, st->allocs, a, tmp)
@@ -587,8 +622,12 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 		if (a->released)
 			continue;
 		enum reason why = observe ? R_OBSERVED : alloc_reason(st, a, p, pv->p);
-		bucket_add(&cats[a->cat][why], t, a->size, a->pysite, a->site, a->nvtx,
-			   &st->oom);
+		if (a->shared && why == R_PAUSE_FAILED && !(p->flags & MSV_F_FAILED)) {
+			bucket_add(&shared, t, a->size, a->share_pysite, a->share_site, a->share_nvtx, &st->oom);
+			shared_kinds |= a->shared;
+		} else {
+			bucket_add(&cats[a->cat][why], t, a->size, a->pysite, a->site, a->nvtx, &st->oom);
+		}
 		if ((a->flags & MSV_F_WRAPPED) && a->mapped > a->size)
 			bucket_add(&overhead, t, a->mapped - a->size, a->pysite, a->site,
 				   a->nvtx, &st->oom);
@@ -644,6 +683,40 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 									   buf));
 			}
 		}
+	}
+	if (shared.count) {
+		char why[256] = "wrapped, but its physical memory is referenced outside memsaver (";
+		for (unsigned k = MSV_SHARE_RETAINED; k <= MSV_SHARE_DMABUF; k++)
+			if (shared_kinds & (1u << k))
+				snprintf(why + strlen(why), sizeof(why) - strlen(why), "%s%s",
+					 why[strlen(why) - 1] == '(' ? "" : ", ", _msv_share_kind_name(k));
+		snprintf(why + strlen(why), sizeof(why) - strlen(why),
+			 "): never released, a resume would duplicate it; sites are where it was shared");
+		json_array_append_new(sources, source_new("shared", (int64_t)shared.bytes, shared.count, why,
+							  bucket_sites(&shared)));
+		sum += shared.bytes;
+		if (shared_kinds & (1u << MSV_SHARE_RETAINED)) {
+			snprintf(buf, sizeof(buf),
+				 "%s stayed because a handle to it was retained (NCCL registers the buffers of "
+				 "collectives captured in CUDA graphs); with NCCL_GRAPH_REGISTER=0 (memsaver run sets it "
+				 "unless you did) NCCL copies instead and the memory is released",
+				 _msv_fmt_bytes((long long)shared.bytes, b1, sizeof(b1)));
+			json_array_append_new(recs, recommendation("set NCCL_GRAPH_REGISTER=0", "source", "shared",
+								   (int64_t)shared.bytes, buf));
+		}
+	}
+	if (st->n_ipc_refused) {
+		char *site = site_key(t, st->ipc_pysite, st->ipc_site, st->ipc_nvtx);
+		snprintf(buf, sizeof(buf),
+			 "cuIpcGetMemHandle was refused %llu time(s) on wrapped memory of %s (first at %s): legacy "
+			 "CUDA IPC cannot share VMM memory; a first policy rule {\"category\": \"comm\", \"match\": "
+			 "{\"python\": \"*%s*\"}} keeps such buffers unwrapped",
+			 (unsigned long long)st->n_ipc_refused, _msv_category_name(st->ipc_cat),
+			 site ? site : "an unknown site", site ? site : "FILE.py:FUNCTION");
+		json_array_append_new(notes, json_string(buf));
+		json_array_append_new(recs, recommendation("keep IPC-shared buffers unwrapped", "category",
+							   _msv_category_name(st->ipc_cat), 0, buf));
+		free(site);
 	}
 	if (vmm.count) {
 		json_array_append_new(sources, source_new("app_vmm", (int64_t)vmm.bytes, vmm.count,

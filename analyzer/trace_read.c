@@ -108,7 +108,7 @@ int _msv_trace_parse(const void *buf, size_t len, const char *name, struct msv_t
 			torn = "a zero record";
 			break;
 		}
-		if (r.type > MSV_REC_CONTEXT) {
+		if (r.type > MSV_REC_LAST) {
 			snprintf(err, errlen, "%s: offset %zu: unknown record type %u", name, off,
 				 r.type);
 			rc = -EINVAL;
@@ -230,6 +230,16 @@ const char *_msv_trace_string(const struct msv_trace *t, uint32_t id)
 
 /* ---- --dump ------------------------------------------------------------ */
 
+const char *_msv_share_kind_name(unsigned kind)
+{
+	static const char *const names[] = {
+		[MSV_SHARE_RETAINED] = "retained", [MSV_SHARE_EXPORTED] = "exported",
+		[MSV_SHARE_DMABUF] = "dmabuf", [MSV_SHARE_IPC_REFUSED] = "ipc_refused",
+		[MSV_SHARE_ENDED] = "ended",
+	};
+	return kind < sizeof(names) / sizeof(names[0]) && names[kind] ? names[kind] : "?";
+}
+
 static const char *const type_names[] = {
 	[MSV_REC_NONE] = "none",	     [MSV_REC_STRING] = "string",
 	[MSV_REC_META] = "meta",	     [MSV_REC_ALLOC] = "alloc",
@@ -238,7 +248,7 @@ static const char *const type_names[] = {
 	[MSV_REC_VMM_UNMAP] = "vmm_unmap",   [MSV_REC_PHASE] = "phase",
 	[MSV_REC_DRIVER] = "driver",	     [MSV_REC_PAUSE] = "pause",
 	[MSV_REC_RESUME] = "resume",	     [MSV_REC_WRAP_FAIL] = "wrap_fail",
-	[MSV_REC_CONTEXT] = "context",
+	[MSV_REC_CONTEXT] = "context",	     [MSV_REC_SHARED] = "shared",
 };
 
 const char *_msv_rec_type_name(unsigned type)
@@ -421,6 +431,12 @@ json_t *_msv_trace_record_json(const struct msv_trace *t, const struct msv_rec *
 	case MSV_REC_CONTEXT:
 		json_object_set_new(o, "action", json_string(r->api == 0 ? "trim" : "restore"));
 		json_object_set_new(o, "bytes", json_integer((json_int_t)(int64_t)r->size));
+		break;
+	case MSV_REC_SHARED:
+		json_object_set_new(o, "addr", json_integer((json_int_t)r->addr));
+		json_object_set_new(o, "bytes", json_integer((json_int_t)r->size));
+		json_object_set_new(o, "kind", json_string(_msv_share_kind_name(r->api)));
+		json_object_set_new(o, "category", json_string(_msv_category_name(r->category)));
 		break;
 	default:
 		break;

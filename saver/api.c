@@ -209,13 +209,16 @@ MSV_API int msv_report_write(const char *path)
 json_t *_msv_status_json(void)
 {
 	struct {
-		uint64_t wrapped, resident, released, passthrough;
+		uint64_t wrapped, resident, released, passthrough, shared;
 		unsigned count;
 	} c[MSV_CAT_COUNT];
+	uint64_t host = 0;
 	memset(c, 0, sizeof(c));
 	_msv_regions_lock();
 	struct msv_region *r, *tmp;
 	HASH_ITER(hh, _msv_regions_all(), r, tmp) {
+		host += r->backup ? r->keep_len : 0;
+		c[r->cat].shared += r->shared ? r->mapped : 0;
 		c[r->cat].count++;
 		if (!r->wrapped)
 			c[r->cat].passthrough += r->size;
@@ -229,10 +232,11 @@ json_t *_msv_status_json(void)
 	json_t *cats = json_object(), *plist = json_array();
 	for (int i = 0; i < MSV_CAT_COUNT; i++) {
 		json_object_set_new(cats, _msv_category_name(i),
-				    json_pack("{s:I,s:I,s:I,s:I,s:i,s:s,s:s}", "wrapped_bytes", (json_int_t)c[i].wrapped,
+				    json_pack("{s:I,s:I,s:I,s:I,s:I,s:i,s:s,s:s}", "wrapped_bytes", (json_int_t)c[i].wrapped,
 					      "resident_bytes", (json_int_t)c[i].resident, "released_bytes",
 					      (json_int_t)c[i].released, "passthrough_bytes",
-					      (json_int_t)c[i].passthrough, "count", (int)c[i].count, "action",
+					      (json_int_t)c[i].passthrough, "shared_bytes", (json_int_t)c[i].shared,
+					      "count", (int)c[i].count, "action",
 					      _msv_action_name(_msv_policy_action(_msv_tracer_policy(), i)), "state",
 					      (paused & (1u << i)) ? "paused" : "resident"));
 		if (paused & (1u << i))
@@ -252,6 +256,7 @@ json_t *_msv_status_json(void)
 					 s.copy_ns / 1e6, "map_ms", s.map_ns / 1e6, "restored_bytes",
 					 (json_int_t)s.bytes, "restore_bytes", (json_int_t)s.copy_bytes, "ok", s.ok)
 			     : json_null();
+	json_object_set_new(st, "backup_host_bytes", json_integer((json_int_t)host));
 	json_object_set_new(st, "last_pause", lp);
 	json_object_set_new(st, "last_resume", lr);
 	return st;

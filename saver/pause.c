@@ -44,14 +44,15 @@ void _msv_saver_last(struct msv_timing *p, struct msv_timing *r)
 	pthread_mutex_unlock(&op_lock);
 }
 
-/* A pause acts on mapped regions, a resume on released ones and on those a
- * failed resume left mapped with stale contents. */
+/* A pause acts on mapped regions that nothing outside memsaver references
+ * (saver/shared.h), a resume on released ones and on those a failed resume
+ * left mapped with stale contents. */
 static int wanted(const struct msv_region *r, unsigned mask, int pause)
 {
 	const struct msv_policy *p = _msv_tracer_policy();
 	if (!r->wrapped || !(mask & (1u << r->cat)) || _msv_policy_action(p, r->cat) == MSV_ACT_KEEP)
 		return 0;
-	return pause ? r->resident : !r->resident || r->stale;
+	return pause ? r->resident && !r->shared : !r->resident || r->stale;
 }
 
 /* Every region the call acts on, in table order, pinned.  Locked. */
@@ -398,8 +399,8 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 	}
 	int pushed = push_ctx(list, n);
 	/* The context's limits come back before anything can run on it. */
-	_msv_untrim_context();
-	uint64_t need = 0;
+	uint64_t ctx_need = 0, need = 0;
+	CUresult ur = _msv_untrim_context(&ctx_need);
 	for (size_t i = 0; i < n; i++)
 		need += list[i]->resident ? 0 : list[i]->mapped;
 	/* Map everything, then fill and restore.  Overlapping the copies with
@@ -411,6 +412,12 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 	size_t nz = 0, nb = 0;
 	uint64_t restore_bytes = 0, slowest_ns = 0, slowest_bytes = 0;
 	CUresult cr = zl && bl && mapped_now ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+	int map_failed = 0;
+	if (ur != CUDA_SUCCESS) {
+		cr = ur; /* nothing mapped yet: the same message as a failed map */
+		map_failed = 1;
+		need += ctx_need;
+	}
 	_msv_regions_lock();
 	for (size_t i = 0; cr == CUDA_SUCCESS && i < n; i++) {
 		/* Fresh physical pages hold whatever the driver gives; `zero`
@@ -425,7 +432,6 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 	}
 	_msv_regions_unlock();
 	uint64_t m0 = _msv_now_ns();
-	int map_failed = 0;
 	for (size_t i = 0; i < n && cr == CUDA_SUCCESS; i++) {
 		if (list[i]->resident)
 			continue; /* stale: mapped already, restored below */

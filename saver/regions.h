@@ -4,7 +4,7 @@
  *
  * The table also remembers pass-through allocations (size and category) so
  * frees and status can be answered.  One mutex guards the table and the
- * fields other threads read (resident, stale, backup, pinned, doomed);
+ * fields other threads read (resident, stale, shared, backup, pinned, doomed);
  * functions marked "locked" expect the caller to hold it
  * (_msv_regions_lock).  The lock guards the table, never GPU work: a pause
  * or resume pins its regions under the lock, then synchronizes, copies,
@@ -37,6 +37,10 @@ struct msv_region {
 	size_t keep_off, keep_len; /* what a pause keeps: see _msv_region_keep */
 	int stale;            /* resident, but the backup holds the true contents (a
 			       * resume failed and could not unmap it again) */
+	unsigned shared;      /* 1 << enum msv_share_kind: referenced outside memsaver,
+			       * never released (saver/shared.h) */
+	unsigned noted;       /* 1 << enum msv_share_kind already in the trace */
+	int retains;          /* handles the application retained and not yet released */
 	int pinned;           /* a pause or resume works on it outside the lock */
 	int doomed;           /* freed while pinned: destroyed at unpin */
 	UT_hash_handle hh;

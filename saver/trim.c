@@ -17,7 +17,9 @@ static const CUlimit limits[] = {CU_LIMIT_STACK_SIZE};
 static struct {
 	CUcontext ctx;
 	size_t saved[N_LIMITS];
-	int trimmed;
+	int trimmed;       /* limits lowered; saved holds the application's values */
+	int restored_now;  /* restored by the resume in progress (retrim undoes it) */
+	int64_t bytes;     /* device bytes the trim freed */
 } ctxs[MAX_CTX];
 
 static void record(int api, int64_t bytes)
@@ -45,9 +47,8 @@ static int64_t trim_one(const struct msv_driver *d, int slot)
 	uint64_t after = _msv_tracer_used_now();
 	d->cuCtxPopCurrent(&old);
 	ctxs[slot].trimmed = any;
-	if (!any || before == MSV_NO_VALUE || after == MSV_NO_VALUE)
-		return 0;
-	return (int64_t)(before - after);
+	ctxs[slot].bytes = !any || before == MSV_NO_VALUE || after == MSV_NO_VALUE ? 0 : (int64_t)(before - after);
+	return ctxs[slot].bytes;
 }
 
 void _msv_trim_context(struct msv_region **list, size_t n, uint64_t *trimmed)
@@ -80,31 +81,50 @@ void _msv_trim_context(struct msv_region **list, size_t n, uint64_t *trimmed)
 	MSV_BUSY_END();
 }
 
-void _msv_untrim_context(void)
+CUresult _msv_untrim_context(uint64_t *need)
 {
 	const struct msv_driver *d = _msv_drv();
+	CUresult rc = CUDA_SUCCESS;
+	*need = 0;
 	if (!d)
-		return;
+		return CUDA_SUCCESS;
 	MSV_BUSY_BEGIN();
 	for (int k = 0; k < MAX_CTX; k++) {
+		ctxs[k].restored_now = 0;
 		if (!ctxs[k].ctx || !ctxs[k].trimmed)
 			continue;
+		*need += ctxs[k].bytes > 0 ? (uint64_t)ctxs[k].bytes : 0;
 		CUcontext old;
-		if (d->cuCtxPushCurrent(ctxs[k].ctx) != CUDA_SUCCESS)
+		CUresult r = d->cuCtxPushCurrent(ctxs[k].ctx);
+		if (r != CUDA_SUCCESS) {
+			rc = rc == CUDA_SUCCESS ? r : rc;
 			continue;
+		}
 		uint64_t before = _msv_tracer_used_now();
-		for (size_t i = 0; i < N_LIMITS; i++) {
-			CUresult r = d->cuCtxSetLimit(limits[i], ctxs[k].saved[i]);
-			if (r != CUDA_SUCCESS)
-				MSV_ERROR("context untrim: cuCtxSetLimit(%d, %zu) failed: %s", (int)limits[i],
-					  ctxs[k].saved[i], _msv_cu_error(r));
+		size_t i = 0;
+		for (; i < N_LIMITS && r == CUDA_SUCCESS; i++)
+			r = d->cuCtxSetLimit(limits[i], ctxs[k].saved[i]);
+		if (r != CUDA_SUCCESS) {
+			/* Typically out of memory (another process took it): the
+			 * context stays trimmed, with the application's values still
+			 * saved, and the resume fails rather than run kernels
+			 * without their stack. */
+			MSV_WARN("context untrim: cuCtxSetLimit(%d, %zu) failed: %s", (int)limits[i - 1],
+				 ctxs[k].saved[i - 1], _msv_cu_error(r));
+			while (--i > 0)
+				d->cuCtxSetLimit(limits[i - 1], 0);
+			rc = rc == CUDA_SUCCESS ? r : rc;
 		}
 		uint64_t after = _msv_tracer_used_now();
 		d->cuCtxPopCurrent(&old);
+		if (r != CUDA_SUCCESS)
+			continue;
 		ctxs[k].trimmed = 0;
+		ctxs[k].restored_now = 1;
 		record(1, before != MSV_NO_VALUE && after != MSV_NO_VALUE ? (int64_t)(after - before) : 0);
 	}
 	MSV_BUSY_END();
+	return rc;
 }
 
 void _msv_retrim_context(void)
@@ -114,7 +134,9 @@ void _msv_retrim_context(void)
 		return;
 	MSV_BUSY_BEGIN();
 	for (int k = 0; k < MAX_CTX; k++)
-		if (ctxs[k].ctx && !ctxs[k].trimmed)
+		if (ctxs[k].ctx && ctxs[k].restored_now && !ctxs[k].trimmed) {
+			ctxs[k].restored_now = 0;
 			record(0, trim_one(d, k));
+		}
 	MSV_BUSY_END();
 }

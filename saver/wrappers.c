@@ -4,15 +4,19 @@
  * bracketed with the busy count so the CUPTI subscriber does not record it
  * a second time. */
 #include <cuda.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "copy.h"
 #include "hooks.h"
 #include "regions.h"
+#include "shared.h"
 #include "tracer/driver.h"
 #include "tracer/events.h"
 #include "tracer/log.h"
 #include "tracer/options.h"
+#include "tracer/pyframes.h"
+#include "tracer/callsite.h"
 #include "tracer/thread.h"
 #include "tracer/trace_format.h"
 #include "tracer/tracer.h"
@@ -32,6 +36,9 @@ REAL_AS(cuMemFreeAsync_ptsz, cuMemFreeAsync);
 REAL(cuMemGetAddressRange_v2);
 REAL(cuPointerGetAttribute);
 REAL(cuIpcGetMemHandle);
+REAL(cuMemRetainAllocationHandle);
+REAL(cuMemExportToShareableHandle);
+REAL(cuMemGetHandleForAddressRange);
 REAL(cuStreamBeginCapture_v2);
 REAL_AS(cuStreamBeginCapture_v2_ptsz, cuStreamBeginCapture_v2);
 REAL(cuStreamEndCapture);
@@ -222,19 +229,54 @@ static CUresult w_cuPointerGetAttribute(void *data, CUpointer_attribute attr, CU
 	return rc;
 }
 
+/* Legacy IPC cannot share VMM memory: refused, and said once with the call
+ * site and the rule that keeps such a buffer unwrapped (saver/shared.h). */
 static CUresult w_cuIpcGetMemHandle(CUipcMemHandle *h, CUdeviceptr p)
 {
-	_msv_regions_lock();
-	struct msv_region *r = _msv_regions_find(p);
-	int cat = r ? (int)r->cat : -1;
-	_msv_regions_unlock();
-	if (cat >= 0) {
-		MSV_ERROR("cuIpcGetMemHandle on memory memsaver wrapped (category %s): legacy CUDA IPC cannot "
-			  "share VMM memory; set \"actions\": {\"%s\": \"keep\"} in the policy for this process",
-			  _msv_category_name(cat), _msv_category_name(cat));
-		return CUDA_ERROR_INVALID_VALUE;
+	static atomic_int said;
+	int cat = _msv_share_note(p, 0, MSV_SHARE_IPC_REFUSED, __builtin_return_address(0));
+	if (cat < 0)
+		return real_cuIpcGetMemHandle(h, p);
+	if (!atomic_exchange(&said, 1)) {
+		char lib[128], frames[1][MSV_PYFRAME_LEN];
+		int nf = _msv_pyframes_read(frames, 1);
+		MSV_ERROR("cuIpcGetMemHandle from %s on memory memsaver wrapped (category %s): legacy CUDA IPC "
+			  "cannot share VMM memory, so the call fails; keep this buffer unwrapped with a policy "
+			  "rule placed first, e.g. {\"category\": \"comm\", \"match\": {\"python\": \"*%s*\"}} "
+			  "(comm is kept by default), or set \"actions\": {\"%s\": \"keep\"}; the report lists "
+			  "every such call site",
+			  nf ? frames[0] : _msv_callsite_library(__builtin_return_address(0), lib, sizeof(lib)),
+			  _msv_category_name(cat), nf ? frames[0] : "FILE.py:FUNCTION", _msv_category_name(cat));
 	}
-	return real_cuIpcGetMemHandle(h, p);
+	return CUDA_ERROR_INVALID_VALUE;
+}
+
+/* Sharing the physical memory of a wrapped region keeps it resident from
+ * then on (saver/shared.h). */
+static CUresult w_cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *h, void *addr)
+{
+	CUresult r = CALL(real_cuMemRetainAllocationHandle(h, addr));
+	if (r == CUDA_SUCCESS)
+		_msv_share_note((CUdeviceptr)addr, 0, MSV_SHARE_RETAINED, __builtin_return_address(0));
+	return r;
+}
+
+static CUresult w_cuMemExportToShareableHandle(void *sh, CUmemGenericAllocationHandle h, CUmemAllocationHandleType type,
+					       unsigned long long flags)
+{
+	CUresult r = CALL(real_cuMemExportToShareableHandle(sh, h, type, flags));
+	if (r == CUDA_SUCCESS)
+		_msv_share_note(0, h, MSV_SHARE_EXPORTED, __builtin_return_address(0));
+	return r;
+}
+
+static CUresult w_cuMemGetHandleForAddressRange(void *out, CUdeviceptr p, size_t size, CUmemRangeHandleType type,
+						unsigned long long flags)
+{
+	CUresult r = CALL(real_cuMemGetHandleForAddressRange(out, p, size, type, flags));
+	if (r == CUDA_SUCCESS)
+		_msv_share_note(p, 0, MSV_SHARE_DMABUF, __builtin_return_address(0));
+	return r;
 }
 
 #define BEGIN_CAPTURE(fn)                                                 \
@@ -311,6 +353,8 @@ static CUresult w_cuMemCreate(CUmemGenericAllocationHandle *h, size_t size, cons
 static CUresult w_cuMemRelease(CUmemGenericAllocationHandle h)
 {
 	CUresult r = CALL(real_cuMemRelease(h));
+	if (r == CUDA_SUCCESS)
+		_msv_share_release(h);
 	_msv_ev_vmm_release(r, h);
 	return r;
 }
@@ -375,6 +419,9 @@ const struct msv_hook _msv_hooks[] = {
 	HOOK("cuMemGetAddressRange", cuMemGetAddressRange_v2, 0, 3020),
 	HOOK("cuPointerGetAttribute", cuPointerGetAttribute, 0, 4000),
 	HOOK("cuIpcGetMemHandle", cuIpcGetMemHandle, 0, 4010),
+	HOOK("cuMemRetainAllocationHandle", cuMemRetainAllocationHandle, 0, 11000),
+	HOOK("cuMemExportToShareableHandle", cuMemExportToShareableHandle, 0, 10020),
+	HOOK("cuMemGetHandleForAddressRange", cuMemGetHandleForAddressRange, 0, 11070),
 	HOOK("cuStreamBeginCapture", cuStreamBeginCapture_v2, 0, 10010),
 	HOOK("cuStreamBeginCapture", cuStreamBeginCapture_v2_ptsz, 1, 10010),
 	HOOK("cuStreamEndCapture", cuStreamEndCapture, 0, 10000),

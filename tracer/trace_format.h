@@ -56,6 +56,18 @@ enum msv_rec_type {
 	MSV_REC_WRAP_FAIL = 13, /* redirect of .addr failed, fell back: .aux = CUresult */
 	MSV_REC_CONTEXT = 14,   /* context trim: .size = bytes trimmed (int64),
 	                           .api = 0 trim on pause / 1 restore on resume */
+	MSV_REC_SHARED = 15,    /* wrapped memory shared outside memsaver (saver/shared.c):
+	                           .addr = region, .size = its mapped bytes, .category,
+	                           .api = enum msv_share_kind, call site in .site/.pysite/.nvtx */
+	MSV_REC_LAST = MSV_REC_SHARED
+};
+
+enum msv_share_kind {
+	MSV_SHARE_RETAINED = 1,    /* cuMemRetainAllocationHandle (NCCL buffer registration) */
+	MSV_SHARE_EXPORTED = 2,    /* cuMemExportToShareableHandle: another process may import it */
+	MSV_SHARE_DMABUF = 3,      /* cuMemGetHandleForAddressRange (NIC, RDMA) */
+	MSV_SHARE_IPC_REFUSED = 4, /* cuIpcGetMemHandle refused: legacy IPC cannot share VMM memory */
+	MSV_SHARE_ENDED = 5,       /* the last retained handle was released: releasable again */
 };
 
 /* MSV_REC_PHASE and readings: .size = device total bytes,
@@ -91,6 +103,27 @@ enum msv_driver_cause {
 	MSV_DRV_MODULES = 2,    /* module / library loading */
 	MSV_DRV_GRAPH_EXEC = 3, /* graph instantiation */
 	MSV_DRV_LIBRARY = 4,    /* library handle creation (cuBLAS etc.) */
+	MSV_DRV_UNOBSERVED = 5, /* no driver call seen: the interval that ends at this reading */
+	MSV_DRV_LAZY_LOAD = 6,  /* kernels loaded at first launch (CUPTI MODULE_LOADED outside
+	                           cuModuleLoad* / cuLibraryLoad*), and whatever ran since the
+	                           previous reading */
+};
+
+/* MSV_REC_DRIVER with MSV_F_READING is a checkpoint: .aux = device used
+ * bytes read at it, .addr = enum msv_mark (what it was taken at), call site
+ * in .site/.pysite/.nvtx, .device.  .size = the tracer's own estimate of the
+ * interval's driver bytes; the analyzer recomputes it from its replay: device
+ * used since the previous checkpoint minus what the records explain. */
+enum msv_mark {
+	MSV_MARK_NONE = 0,
+	MSV_MARK_MODULE_LOADED = 1,    /* CUPTI RESOURCE MODULE_LOADED (lazy: at first launch) */
+	MSV_MARK_STREAM_CREATED = 2,   /* CUPTI RESOURCE STREAM_CREATED */
+	MSV_MARK_CAPTURE_BEGIN = 3,    /* cuStreamBeginCapture returned */
+	MSV_MARK_CAPTURE_END = 4,      /* cuStreamEndCapture returned */
+	MSV_MARK_INSTANTIATE_BEGIN = 5,/* before cuGraphInstantiate* */
+	MSV_MARK_INSTANTIATE_END = 6,  /* after cuGraphInstantiate* */
+	MSV_MARK_LOAD_BEGIN = 7,       /* before cuModuleLoad* / cuLibraryLoad* */
+	MSV_MARK_LOAD_END = 8,         /* after cuModuleLoad* / cuLibraryLoad* */
 };
 
 /* Record flags. */
@@ -100,6 +133,7 @@ enum msv_driver_cause {
 #define MSV_F_REGION 0x08u     /* chosen by an explicit msv_region_begin */
 #define MSV_F_FAILED 0x10u     /* pause/resume failed (state unchanged) */
 #define MSV_F_CUPTI 0x20u      /* seen by CUPTI, not by the interposer */
+#define MSV_F_READING 0x40u    /* DRIVER: a checkpoint carrying a reading (enum msv_mark) */
 
 struct msv_rec {
 	uint16_t type;   /* enum msv_rec_type */

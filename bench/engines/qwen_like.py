@@ -14,6 +14,8 @@ recomputes the logits of a fixed prompt and the graph replays' outputs and compa
 them bitwise with those taken before the first hold.  Results are JSON lines on stdout.
 """
 import argparse
+import faulthandler
+import gc
 import json
 import os
 import sys
@@ -198,6 +200,12 @@ def main():
     ap.add_argument("--hold-dir", help="directory for hold.N / go.N files")
     ap.add_argument("--decode-steps", type=int, default=200, help="timed graph replays (bs = largest)")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--exit-order", choices=["graphs-first", "group-first"], default="graphs-first",
+                    help="at exit, release the CUDA graphs before destroying the process group (default), "
+                         "or destroy the group while the graphs that hold its collectives are alive "
+                         "(reproduces the exit hang, docs/results.md)")
+    ap.add_argument("--exit-timeout", type=float, default=120.0,
+                    help="seconds before a stuck exit dumps every thread's stack and the process is ended")
     args = ap.parse_args()
     if args.cycles and not args.hold_dir:
         ap.error("--cycles needs --hold-dir")
@@ -242,8 +250,25 @@ def main():
         step_ms = time_decode(w, kv, batches[-1], use_graphs, args.decode_steps)
     emit(event="done", ok=ok, rank=RANK, decode_step_ms_after=round(step_ms, 5))
     if WORLD > 1:
-        torch.distributed.destroy_process_group()
+        shutdown(batches, args.exit_order, args.exit_timeout)
     return 0 if ok else 1
+
+
+def shutdown(batches, order, timeout):
+    """Leave NCCL cleanly.  The captured graphs hold NCCL work of the
+    communicator; destroying the process group while they are alive hung both
+    ranks in destroy_process_group() on torch 2.11 / NCCL 2.28.9 (with and
+    without memsaver).  Graphs go first, then the group."""
+    faulthandler.dump_traceback_later(timeout, exit=True)
+    t0 = time.perf_counter()
+    if order == "graphs-first":
+        for b in batches:
+            b.graph = None
+        gc.collect()
+        torch.cuda.synchronize()
+    torch.distributed.destroy_process_group()
+    faulthandler.cancel_dump_traceback_later()
+    emit(event="exit", rank=RANK, order=order, destroy_s=round(time.perf_counter() - t0, 3))
 
 
 if __name__ == "__main__":

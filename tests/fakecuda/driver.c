@@ -7,6 +7,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -33,6 +34,8 @@ static struct {
 	uint64_t graph_bytes;
 	uint64_t garbage_max;
 	int zero_fresh;
+	int defer_async; /* FAKECUDA_DEFER_ASYNC: async work runs at the next synchronization */
+	char sync_hold[256]; /* FAKECUDA_SYNC_HOLD: cuCtxSynchronize waits while this file exists */
 } cfg;
 
 struct fault {
@@ -225,6 +228,10 @@ static void config_load(void)
 	cfg.graph_bytes = env_size("FAKECUDA_GRAPH_EXEC_BYTES", 4ull << 20);
 	cfg.garbage_max = env_size("FAKECUDA_GARBAGE_MAX", 64ull << 20);
 	cfg.zero_fresh = env_bool("FAKECUDA_ZERO_FRESH");
+	cfg.defer_async = env_bool("FAKECUDA_DEFER_ASYNC");
+	const char *hold = getenv("FAKECUDA_SYNC_HOLD");
+	if (hold)
+		snprintf(cfg.sync_hold, sizeof(cfg.sync_hold), "%s", hold);
 	const char *f = getenv("FAKECUDA_FAIL");
 	if (f && *f)
 		parse_faults(f);
@@ -423,12 +430,15 @@ struct CUgraphExec_st {
 	struct CUgraphExec_st *next;
 };
 
+struct opq { struct op *ops; size_t n, cap; }; /* FAKECUDA_DEFER_ASYNC */
+
 struct CUctx_st {
 	uint32_t uid;
 	int primary;
 	int active;
 	unsigned flags;
 	size_t limits[CU_LIMIT_MAX];
+	struct opq null_pending; /* the context's legacy stream */
 	struct CUctx_st *next;
 };
 
@@ -441,6 +451,7 @@ struct CUstream_st {
 	cuuint64_t cap_id;
 	CUgraph cap_graph;
 	pthread_t cap_thread;
+	struct opq pending; /* FAKECUDA_DEFER_ASYNC */
 	struct CUstream_st *next;
 };
 
@@ -761,7 +772,54 @@ static CUresult stream_get_locked(CUstream h, struct CUstream_st **out)
 	return CUDA_ERROR_INVALID_HANDLE;
 }
 
-/* An async operation: recorded while the stream captures, else run now. */
+/* FAKECUDA_DEFER_ASYNC models the GPU running behind the host: async work
+ * waits in its stream's queue until a synchronization runs it, and work
+ * whose memory is gone by then (unmapped under it) is not done and leaves a
+ * sticky CUDA_ERROR_ILLEGAL_ADDRESS, as a faulting kernel would. */
+static CUresult g_sticky;
+
+static CUresult opq_push(struct opq *q, const struct op *o)
+{
+	if (q->n == q->cap) {
+		size_t cap = q->cap ? q->cap * 2 : 16;
+		struct op *ops = realloc(q->ops, cap * sizeof(*ops));
+		if (!ops)
+			return CUDA_ERROR_OUT_OF_MEMORY;
+		q->ops = ops;
+		q->cap = cap;
+	}
+	q->ops[q->n++] = *o;
+	return CUDA_SUCCESS;
+}
+
+static void opq_drain_locked(struct opq *q)
+{
+	for (size_t i = 0; i < q->n; i++) {
+		if (op_check_locked(&q->ops[i]) != CUDA_SUCCESS)
+			g_sticky = CUDA_ERROR_ILLEGAL_ADDRESS;
+		else
+			op_run(&q->ops[i]);
+	}
+	q->n = 0;
+}
+
+/* The legacy stream waits for every blocking stream of its context; a
+ * context sync for all of them.  c NULL: every context (events). */
+static void drain_all_locked(CUcontext c, int blocking_only)
+{
+	if (c)
+		opq_drain_locked(&c->null_pending);
+	for (struct CUctx_st *x = g_ctxs; !c && x; x = x->next)
+		opq_drain_locked(&x->null_pending);
+	if (!c)
+		opq_drain_locked(&g_primary.null_pending);
+	for (struct CUstream_st *s = g_streams; s; s = s->next)
+		if ((!c || s->ctx == c) && (!blocking_only || !(s->flags & CU_STREAM_NON_BLOCKING)))
+			opq_drain_locked(&s->pending);
+}
+
+/* An async operation: recorded while the stream captures, else run now
+ * (or queued, FAKECUDA_DEFER_ASYNC). */
 static CUresult stream_op(CUstream h, const struct op *o)
 {
 	struct CUstream_st *s;
@@ -780,6 +838,8 @@ static CUresult stream_op(CUstream h, const struct op *o)
 		goto out;
 	if (s && s->cap_status == CU_STREAM_CAPTURE_STATUS_ACTIVE)
 		rc = graph_append_locked(s->cap_graph, o);
+	else if (cfg.defer_async)
+		rc = s ? opq_push(&s->pending, o) : opq_push(&cur_ctx()->null_pending, o);
 	else
 		op_run(o);
 out:
@@ -796,6 +856,8 @@ static CUresult sync_op(const struct op *o)
 	rc = need_ctx_locked(NULL);
 	if (!rc && unsafe_call_locked())
 		rc = CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+	if (!rc)
+		drain_all_locked(cur_ctx(), 1);
 	if (!rc)
 		rc = op_check_locked(o);
 	if (!rc)
@@ -962,6 +1024,7 @@ static int attr_value(CUdevice_attribute a)
 	case CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH: return 1;
 	case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: return 232448;
 	case CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED: return 1;
+	case CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WITH_CUDA_VMM_SUPPORTED: return 1;
 	case CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED: return 1;
 	case CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR: return 32;
 	case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED: return 1;
@@ -1314,13 +1377,34 @@ static CUresult do_ctx_get_device(CUdevice *dev)
 FC_EXPORT CUresult cuCtxGetDevice(CUdevice *device)
 TRACE(cuCtxGetDevice, do_ctx_get_device(device), device)
 
+/* FAKECUDA_SYNC_HOLD=PATH: the GPU is busy while PATH exists (a long
+ * kernel, a collective waiting for its peer); PATH.entered tells a test
+ * that a synchronize is waiting. */
+static void sync_hold(void)
+{
+	if (!cfg.sync_hold[0] || access(cfg.sync_hold, F_OK) != 0)
+		return;
+	char entered[300];
+	snprintf(entered, sizeof(entered), "%s.entered", cfg.sync_hold);
+	int fd = open(entered, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		close(fd);
+	while (access(cfg.sync_hold, F_OK) == 0)
+		usleep(10000);
+}
+
 static CUresult do_ctx_sync(void)
 {
 	NEED_INIT();
+	sync_hold();
 	LOCK();
 	CUresult rc = need_ctx_locked(NULL);
 	if (!rc && unsafe_call_locked())
 		rc = CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+	if (!rc) {
+		drain_all_locked(cur_ctx(), 0);
+		rc = g_sticky;
+	}
 	UNLOCK();
 	return rc;
 }
@@ -2185,6 +2269,54 @@ static CUresult vmm_retain(CUmemGenericAllocationHandle *h, void *addr)
 FC_EXPORT CUresult cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *handle, void *addr)
 TRACE(cuMemRetainAllocationHandle, vmm_retain(handle, addr), handle, addr)
 
+/* An exported handle or a dma-buf may be imported by another process at any
+ * time: the physical memory stays alive for the rest of this process. */
+static CUresult vmm_share_fd(struct vphys *ph, int *fd_out)
+{
+	int fd = dup(ph->fd);
+	if (fd < 0)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	ph->refs++;
+	*fd_out = fd;
+	return CUDA_SUCCESS;
+}
+
+static CUresult vmm_export(void *out, CUmemGenericAllocationHandle h, CUmemAllocationHandleType type,
+			   unsigned long long flags)
+{
+	NEED_INIT();
+	if (!out || flags || type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
+		return CUDA_ERROR_INVALID_VALUE;
+	LOCK();
+	struct vphys *ph = phys_find_locked(h);
+	CUresult rc = ph && ph->refs > 0 ? vmm_share_fd(ph, out) : CUDA_ERROR_INVALID_VALUE;
+	UNLOCK();
+	return rc;
+}
+
+FC_EXPORT CUresult cuMemExportToShareableHandle(void *shareableHandle, CUmemGenericAllocationHandle handle,
+						CUmemAllocationHandleType handleType, unsigned long long flags)
+TRACE(cuMemExportToShareableHandle, vmm_export(shareableHandle, handle, handleType, flags), shareableHandle,
+      handle, handleType, flags)
+
+static CUresult vmm_dmabuf(void *out, CUdeviceptr p, size_t size, CUmemRangeHandleType type,
+			   unsigned long long flags)
+{
+	NEED_INIT();
+	if (!out || flags || type != CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD)
+		return CUDA_ERROR_INVALID_VALUE;
+	LOCK();
+	struct vmap *m = vmap_find_locked(p);
+	CUresult rc = m && size <= m->size - (p - m->base) ? vmm_share_fd(m->ph, out) : CUDA_ERROR_INVALID_VALUE;
+	UNLOCK();
+	return rc;
+}
+
+FC_EXPORT CUresult cuMemGetHandleForAddressRange(void *handle, CUdeviceptr dptr, size_t size,
+						 CUmemRangeHandleType handleType, unsigned long long flags)
+TRACE(cuMemGetHandleForAddressRange, vmm_dmabuf(handle, dptr, size, handleType, flags), handle, dptr, size,
+      handleType, flags)
+
 static CUresult vmm_get_prop(CUmemAllocationProp *prop, CUmemGenericAllocationHandle h)
 {
 	NEED_INIT();
@@ -2363,6 +2495,8 @@ static CUresult stream_destroy(CUstream h)
 	rc = CUDA_ERROR_INVALID_HANDLE;
 	for (struct CUstream_st **pp = &g_streams; *pp; pp = &(*pp)->next)
 		if (*pp == s) {
+			opq_drain_locked(&s->pending); /* work queued before a destroy completes */
+			free(s->pending.ops);
 			*pp = s->next;
 			if (s->cap_graph) {
 				free(s->cap_graph->ops);
@@ -2395,6 +2529,13 @@ static CUresult stream_sync(CUstream h)
 	}
 	if (!rc && !s && unsafe_call_locked())
 		rc = CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+	if (!rc) {
+		if (s)
+			opq_drain_locked(&s->pending);
+		else
+			drain_all_locked(cur_ctx(), 1);
+		rc = g_sticky;
+	}
 	UNLOCK();
 	return rc;
 }
@@ -2513,6 +2654,8 @@ static CUresult event_query(CUevent h)
 	NEED_INIT();
 	LOCK();
 	CUresult rc = event_get_locked(h, &e);
+	if (!rc)
+		drain_all_locked(NULL, 0); /* events complete after everything queued before them */
 	UNLOCK();
 	return rc;
 }

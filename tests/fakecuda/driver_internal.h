@@ -38,6 +38,8 @@ FC_HIDDEN CUresult _fc_exit(struct _fc_call *c, CUresult *rc);
 FC_HIDDEN uint64_t _fc_calls_by_cbid(uint32_t cbid);
 /* 1 when NAME is SYMBOL or SYMBOL's base name (see FAKECUDA_FAIL). */
 FC_HIDDEN int _fc_name_matches(const char *name, const char *symbol);
+/* Bytes FAKECUDA_OTHERS_FILE says other processes hold (driver_others.c). */
+FC_HIDDEN uint64_t _fc_others_bytes(void);
 
 /* Process checkpoint (driver_checkpoint.c).  gate_enter/exit bracket every
  * traced call: new calls block while the process is locked or checkpointed.
@@ -51,8 +53,6 @@ FC_HIDDEN int _fc_ckpt_released(void);
 FC_HIDDEN void _fc_ckpt_start(void);
 FC_HIDDEN void _fc_ckpt_cupti_subscribed(void);
 FC_HIDDEN int _fc_ckpt_hidden(const char *symbol);
-/* Bytes FAKECUDA_OTHERS_FILE says other processes hold (driver_others.c). */
-FC_HIDDEN uint64_t _fc_others_bytes(void);
 
 #define TRACE(fn, expr, ...)                                                  \
 	{                                                                     \

@@ -101,6 +101,8 @@ static const struct proc g_procs[] = {
 	P1(cuMemSetAccess, 10020, cuMemSetAccess)
 	P1(cuMemGetAccess, 10020, cuMemGetAccess)
 	P1(cuMemRetainAllocationHandle, 11000, cuMemRetainAllocationHandle)
+	P1(cuMemExportToShareableHandle, 10020, cuMemExportToShareableHandle)
+	P1(cuMemGetHandleForAddressRange, 11070, cuMemGetHandleForAddressRange)
 	P1(cuMemGetAllocationGranularity, 10020, cuMemGetAllocationGranularity)
 	P1(cuMemGetAllocationPropertiesFromHandle, 10020, cuMemGetAllocationPropertiesFromHandle)
 	P(cuMemcpyHtoD, 3020, cuMemcpyHtoD_v2, cuMemcpyHtoD_v2_ptds)

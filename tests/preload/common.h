@@ -38,6 +38,8 @@ struct drv {
 	CUresult (*handleProps)(CUmemAllocationProp *, CUmemGenericAllocationHandle);
 	CUresult (*release)(CUmemGenericAllocationHandle);
 	CUresult (*exchangeMode)(CUstreamCaptureMode *);
+	CUresult (*exportHandle)(void *, CUmemGenericAllocationHandle, CUmemAllocationHandleType, unsigned long long);
+	CUresult (*dmabuf)(void *, CUdeviceptr, size_t, CUmemRangeHandleType, unsigned long long);
 	int (*pause)(const char *);
 	int (*resume)(const char *);
 	int (*region_begin)(const char *);
@@ -95,6 +97,8 @@ static void cuda_up(void)
 	D.handleProps = proc(gpa, "cuMemGetAllocationPropertiesFromHandle", 10020);
 	D.release = proc(gpa, "cuMemRelease", 10020);
 	D.exchangeMode = proc(gpa, "cuThreadExchangeStreamCaptureMode", 10010);
+	D.exportHandle = proc(gpa, "cuMemExportToShareableHandle", 10020);
+	D.dmabuf = proc(gpa, "cuMemGetHandleForAddressRange", 11070);
 	CUdevice dev;
 	if (D.init(0) || D.deviceGet(&dev, 0) || D.retain(&CTX, dev) || D.setCurrent(CTX)) {
 		fprintf(stderr, "CUDA init on the fake failed\n");

@@ -84,8 +84,20 @@ START_TEST(test_ipc_refused)
 	CU_OK(D.alloc(&ipc_ptr, 4 * MiB));
 	char *log = capture_stderr(do_ipc, NULL);
 	ck_assert_int_eq(ipc_rc, CUDA_ERROR_INVALID_VALUE);
-	ck_assert_msg(strstr(log, "cuIpcGetMemHandle") && strstr(log, "weights"), "log: %s", log);
+	ck_assert_msg(strstr(log, "cuIpcGetMemHandle") && strstr(log, "weights") && strstr(log, "preload_test_saver") &&
+			      strstr(log, "\"category\": \"comm\""),
+		      "log: %s", log);
 	free(log);
+	log = capture_stderr(do_ipc, NULL); /* said once */
+	ck_assert_int_eq(ipc_rc, CUDA_ERROR_INVALID_VALUE);
+	ck_assert_msg(!strstr(log, "cuIpcGetMemHandle"), "said twice: %s", log);
+	free(log);
+	size_t n, refused = 0;
+	struct msv_rec *r = trace_records(&n);
+	for (size_t i = 0; i < n; i++)
+		refused += r[i].type == MSV_REC_SHARED && r[i].api == MSV_SHARE_IPC_REFUSED && r[i].addr == ipc_ptr;
+	free(r);
+	ck_assert_uint_eq(refused, 1);
 	CU_OK(D.free(ipc_ptr));
 }
 END_TEST
@@ -491,6 +503,79 @@ START_TEST(test_stale_region_restored_by_next_resume)
 }
 END_TEST
 
+/* The sharing rule (saver/shared.h): memory whose handle the application
+ * retained is neither released nor duplicated by a cycle; once every
+ * retained handle is released it is released like the rest. */
+START_TEST(test_retained_never_duplicated)
+{
+	cuda_up();
+	size_t u0 = used();
+	CUdeviceptr w;
+	CU_OK(D.alloc(&w, 64 * MiB));
+	fill(w, 64 * MiB, 31);
+	size_t u1 = used();
+	CUmemGenericAllocationHandle h1, h2;
+	CU_OK(D.retainHandle(&h1, (void *)w));
+	CU_OK(D.retainHandle(&h2, (void *)(w + MiB))); /* NCCL may retain once per peer */
+	ck_assert_msg(D.pause(NULL) == 0, "pause: %s", D.last_error());
+	ck_assert_uint_eq(used(), u1); /* nothing could be freed: the handles hold it */
+	ck_assert_msg(D.resume(NULL) == 0, "resume: %s", D.last_error());
+	ck_assert_msg(used() == u1, "a cycle duplicated retained memory: %zu bytes more", used() - u1);
+	ck_assert(check(w, 64 * MiB, 31));
+	CUmemGenericAllocationHandle now;
+	CU_OK(D.retainHandle(&now, (void *)w));
+	ck_assert_msg(now == h1, "the application's handle no longer backs its address");
+	CU_OK(D.release(now));
+	CU_OK(D.release(h1));
+	CU_OK(D.pause(NULL) ? CUDA_ERROR_UNKNOWN : CUDA_SUCCESS);
+	ck_assert_uint_eq(used(), u1); /* one retained handle left */
+	CU_OK(D.resume(NULL) ? CUDA_ERROR_UNKNOWN : CUDA_SUCCESS);
+	CU_OK(D.release(h2));
+	ck_assert_int_eq(D.pause(NULL), 0);
+	ck_assert_uint_eq(used(), u0); /* no reference left: released */
+	ck_assert_int_eq(D.resume(NULL), 0);
+	ck_assert(check(w, 64 * MiB, 31));
+	CU_OK(D.free(w));
+	/* The trace says who shared it and when it ended. */
+	size_t n, retained = 0, ended = 0;
+	struct msv_rec *r = trace_records(&n);
+	for (size_t i = 0; i < n; i++)
+		if (r[i].type == MSV_REC_SHARED && r[i].addr == w) {
+			retained += r[i].api == MSV_SHARE_RETAINED;
+			ended += r[i].api == MSV_SHARE_ENDED;
+		}
+	free(r);
+	ck_assert_uint_eq(retained, 1); /* once per region, however many handles */
+	ck_assert_uint_eq(ended, 1);
+}
+END_TEST
+
+/* An exported handle or a dma-buf keeps the region resident for good. */
+START_TEST(test_exported_stays_resident)
+{
+	cuda_up();
+	CUdeviceptr a, b;
+	CU_OK(D.alloc(&a, 8 * MiB));
+	CU_OK(D.alloc(&b, 8 * MiB));
+	fill(a, 8 * MiB, 41);
+	fill(b, 8 * MiB, 42);
+	size_t u1 = used();
+	CUmemGenericAllocationHandle h;
+	int fd = -1, fd2 = -1;
+	CU_OK(D.retainHandle(&h, (void *)a));
+	CU_OK(D.exportHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
+	CU_OK(D.release(h)); /* the export still references it */
+	CU_OK(D.dmabuf(&fd2, b, 8 * MiB, CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD, 0));
+	ck_assert_int_eq(D.pause(NULL), 0);
+	ck_assert_uint_eq(used(), u1);
+	ck_assert_int_eq(D.resume(NULL), 0);
+	ck_assert_uint_eq(used(), u1);
+	ck_assert(check(a, 8 * MiB, 41) && check(b, 8 * MiB, 42));
+	close(fd);
+	close(fd2);
+}
+END_TEST
+
 /* Wrapped memory is registrable for GPUDirect RDMA like cuMemAlloc memory. */
 START_TEST(test_rdma_capable)
 {
@@ -609,6 +694,8 @@ int main(void)
 	tcase_add_test(tc, test_stale_region_keeps_backup);
 	tcase_add_test(tc, test_stale_region_restored_by_next_resume);
 	tcase_add_test(tc, test_rdma_capable);
+	tcase_add_test(tc, test_retained_never_duplicated);
+	tcase_add_test(tc, test_exported_stays_resident);
 	tcase_add_test(tc, test_concurrent_report_writes);
 	tcase_add_test(tc, test_wrap_failure);
 	tcase_add_test(tc, test_threads_lose_nothing);

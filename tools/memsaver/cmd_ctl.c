@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +43,10 @@ static const char ctl_usage[] =
 	"  -p, --pid PID         the process with this pid (searched in every session)\n"
 	"  -s, --socket PATH     this socket file\n"
 	"  -a, --all             every process of one session: --session ID, else\n"
-	"                        $MEMSAVER_SESSION, else the newest session\n"
+	"                        $MEMSAVER_SESSION, else the newest session.  pause and\n"
+	"                        resume reach every process at once; a pause is all or\n"
+	"                        nothing: when one process fails, the ones it paused are\n"
+	"                        resumed and the failure names the pid\n"
 	"  -S, --session ID      restrict the search to this session\n"
 	"  -t, --timeout SEC     wait this long for each reply (default: 600 for\n"
 	"                        pause/resume, which may back up tens of GiB; 10 otherwise)\n"
@@ -934,6 +938,96 @@ cleanup:
 	return rc;
 }
 
+/* One request to each target at once: with --all, 8 ranks must not cost 8
+ * times one rank.  Results land in the job; the caller prints them in
+ * target order. */
+struct ctl_job {
+	const char *path;
+	json_t *req;
+	int timeout_ms, rc;
+	json_t *reply;
+	char err[PATH_MAX + 1024];
+};
+
+static void *ctl_job_run(void *arg)
+{
+	struct ctl_job *j = arg;
+	j->rc = ctl_request(j->path, j->req, j->timeout_ms, &j->reply, j->err, sizeof(j->err));
+	return NULL;
+}
+
+/* Returns the jobs (targets->n of them; free with ctl_jobs_free), or NULL
+ * when out of memory.  A thread that cannot start runs inline. */
+static struct ctl_job *ctl_fanout(const struct ctl_list *targets, json_t *req, int timeout_ms)
+{
+	struct ctl_job *jobs = calloc(targets->n ? targets->n : 1, sizeof(*jobs));
+	pthread_t *th = calloc(targets->n ? targets->n : 1, sizeof(*th));
+	char *started = calloc(targets->n ? targets->n : 1, 1);
+	if (!jobs || !th || !started) {
+		free(jobs), free(th), free(started);
+		return NULL;
+	}
+	for (size_t i = 0; i < targets->n; i++) {
+		jobs[i] = (struct ctl_job){.path = targets->v[i].path, .req = req, .timeout_ms = timeout_ms};
+		started[i] = targets->n > 1 && pthread_create(&th[i], NULL, ctl_job_run, &jobs[i]) == 0;
+		if (!started[i])
+			ctl_job_run(&jobs[i]);
+	}
+	for (size_t i = 0; i < targets->n; i++)
+		if (started[i])
+			pthread_join(th[i], NULL);
+	free(th);
+	free(started);
+	return jobs;
+}
+
+static void ctl_jobs_free(struct ctl_job *jobs, size_t n)
+{
+	for (size_t i = 0; jobs && i < n; i++)
+		json_decref(jobs[i].reply);
+	free(jobs);
+}
+
+static int ctl_job_ok(const struct ctl_job *j)
+{
+	return j->rc == 0 && json_is_true(json_object_get(j->reply, "ok"));
+}
+
+/* --all pause is all or nothing: when a rank failed, the ranks this call
+ * paused are resumed, so the job is where it was before. */
+static void ctl_pause_rollback(const struct ctl_list *targets, const struct ctl_job *jobs, const char *tags,
+			       int timeout_ms)
+{
+	struct ctl_list back = {0};
+	char failed[256] = "";
+	for (size_t i = 0; i < targets->n; i++) {
+		if (!ctl_job_ok(&jobs[i]))
+			snprintf(failed + strlen(failed), sizeof(failed) - strlen(failed), "%s%d",
+				 failed[0] ? ", " : "", targets->v[i].pid);
+		else if (!json_object_get(jobs[i].reply, "warning"))
+			ctl_list_add(&back, &targets->v[i]);
+	}
+	json_t *req = json_pack("{s:s}", "cmd", "resume");
+	if (req && tags && *tags)
+		json_object_set_new(req, "tags", json_string(tags));
+	struct ctl_job *res = req && back.n ? ctl_fanout(&back, req, timeout_ms) : NULL;
+	for (size_t i = 0; res && i < back.n; i++) {
+		if (ctl_job_ok(&res[i]))
+			printf("pid %d: resumed again: the pause failed on pid %s, and --all pauses every process "
+			       "or none\n", back.v[i].pid, failed);
+		else
+			fprintf(stderr, "pid %d: error: resuming it after the failed pause failed too: %s; run "
+					"`memsaver ctl --all resume`\n", back.v[i].pid,
+				res[i].rc ? res[i].err
+					  : json_string_value(json_object_get(res[i].reply, "error")) ?: "(no message)");
+	}
+	if (back.n && !res)
+		fprintf(stderr, "memsaver ctl: out of memory; run `memsaver ctl --all resume`\n");
+	ctl_jobs_free(res, back.n);
+	json_decref(req);
+	ctl_list_free(&back);
+}
+
 /* A status whose deep note stands is checked against the driver: the note
  * is what the last ctl said, the driver knows (a ctl killed in the middle
  * leaves a note behind).  "state" becomes the driver's answer. */
@@ -984,6 +1078,7 @@ int _msv_cmd_ctl(int argc, char **argv)
 	struct ctl_opts o = {0};
 	struct ctl_list targets = {0};
 	json_t *req = NULL, *collected = NULL;
+	struct ctl_job *jobs = NULL;
 	const char *tags = NULL, *out = NULL, *label = NULL;
 	int c, rc = MSV_EXIT_OK, slow = 0, deep = 0;
 	struct msv_ckpt *api = NULL;
@@ -1107,6 +1202,13 @@ int _msv_cmd_ctl(int argc, char **argv)
 		rc = MSV_EXIT_FAIL;
 		goto cleanup;
 	}
+	/* Pause and resume go to every target at once; the replies are
+	 * printed in order below. */
+	if (slow && !(jobs = ctl_fanout(&targets, req, timeout))) {
+		fprintf(stderr, "memsaver ctl: out of memory\n");
+		rc = MSV_EXIT_FAIL;
+		goto cleanup;
+	}
 	for (size_t i = 0; i < targets.n; i++) {
 		const struct ctl_target *t = &targets.v[i];
 		json_t *reply;
@@ -1125,7 +1227,14 @@ int _msv_cmd_ctl(int argc, char **argv)
 			}
 			json_object_set_new(req, "path", json_string(path));
 		}
-		int r = ctl_request(t->path, req, timeout, &reply, err, sizeof(err));
+		int r;
+		if (jobs) {
+			r = jobs[i].rc;
+			reply = json_incref(jobs[i].reply);
+			snprintf(err, sizeof(err), "%s", jobs[i].err);
+		} else {
+			r = ctl_request(t->path, req, timeout, &reply, err, sizeof(err));
+		}
 		snprintf(key, sizeof(key), "%d", t->pid);
 		if (r == -ECONNREFUSED || r == -ENOENT) {
 			/* It went away between the probe and now. */
@@ -1189,8 +1298,11 @@ int _msv_cmd_ctl(int argc, char **argv)
 		fprintf(stderr, "memsaver ctl: cannot write %s: %s\n", out ? out : "stdout", strerror(errno));
 		rc = MSV_EXIT_FAIL;
 	}
+	if (jobs && o.all && !strcmp(cmd, "pause") && rc != MSV_EXIT_OK)
+		ctl_pause_rollback(&targets, jobs, tags, timeout);
 	fflush(stdout);
 cleanup:
+	ctl_jobs_free(jobs, targets.n);
 	json_decref(req);
 	json_decref(collected);
 	ctl_list_free(&targets);

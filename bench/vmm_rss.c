@@ -1,0 +1,93 @@
+/* Whether the driver's own host memory grows with release/re-create cycles
+ * of VMM memory, as a pause/resume loop makes them: one region of GIB GiB is
+ * unmapped, released, created, mapped and granted access CYCLES times; the
+ * process's resident set size is printed every tenth of the way.  JSON lines.
+ *
+ * usage: bench-vmm_rss [GIB [CYCLES]]   (defaults 40 200) */
+#include <cuda.h>
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define F(name) static __typeof__(&name) p_##name
+F(cuInit);
+F(cuDeviceGet);
+F(cuDevicePrimaryCtxRetain);
+F(cuCtxSetCurrent);
+F(cuMemAddressReserve);
+F(cuMemCreate);
+F(cuMemRelease);
+F(cuMemMap);
+F(cuMemUnmap);
+F(cuMemSetAccess);
+
+static long rss_kib(void)
+{
+	char line[256];
+	long v = -1;
+	FILE *f = fopen("/proc/self/status", "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %ld", &v) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+#define CHECK(x)                                                                   \
+	do {                                                                       \
+		CUresult r_ = (x);                                                 \
+		if (r_ != CUDA_SUCCESS) {                                          \
+			fprintf(stderr, "%s:%d: %s failed: %d\n", __FILE__, __LINE__, #x, (int)r_); \
+			return 1;                                                  \
+		}                                                                  \
+	} while (0)
+
+int main(int argc, char **argv)
+{
+	size_t size = (argc > 1 ? strtoull(argv[1], NULL, 10) : 40) << 30;
+	int cycles = argc > 2 ? atoi(argv[2]) : 200;
+	void *h = dlopen("libcuda.so.1", RTLD_NOW);
+	if (!h) {
+		fprintf(stderr, "%s\n", dlerror());
+		return 77;
+	}
+#define L(name) p_##name = (__typeof__(p_##name))dlsym(h, #name)
+	L(cuInit);
+	L(cuDeviceGet);
+	L(cuDevicePrimaryCtxRetain);
+	L(cuCtxSetCurrent);
+	p_cuMemAddressReserve = (__typeof__(p_cuMemAddressReserve))dlsym(h, "cuMemAddressReserve");
+	L(cuMemCreate);
+	L(cuMemRelease);
+	L(cuMemMap);
+	L(cuMemUnmap);
+	L(cuMemSetAccess);
+	CUdevice dev;
+	CUcontext ctx;
+	CHECK(p_cuInit(0));
+	CHECK(p_cuDeviceGet(&dev, 0));
+	CHECK(p_cuDevicePrimaryCtxRetain(&ctx, dev));
+	CHECK(p_cuCtxSetCurrent(ctx));
+	CUmemAllocationProp prop = {.type = CU_MEM_ALLOCATION_TYPE_PINNED,
+				    .location = {.type = CU_MEM_LOCATION_TYPE_DEVICE, .id = dev}};
+	CUmemAccessDesc acc = {.location = prop.location, .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE};
+	CUdeviceptr va;
+	CUmemGenericAllocationHandle mh;
+	CHECK(p_cuMemAddressReserve(&va, size, 2 << 20, 0, 0));
+	CHECK(p_cuMemCreate(&mh, size, &prop, 0));
+	CHECK(p_cuMemMap(va, size, 0, mh, 0));
+	CHECK(p_cuMemSetAccess(va, size, &acc, 1));
+	long r0 = rss_kib();
+	for (int c = 1; c <= cycles; c++) {
+		CHECK(p_cuMemUnmap(va, size));
+		CHECK(p_cuMemRelease(mh));
+		CHECK(p_cuMemCreate(&mh, size, &prop, 0));
+		CHECK(p_cuMemMap(va, size, 0, mh, 0));
+		CHECK(p_cuMemSetAccess(va, size, &acc, 1));
+		if (c == 1 || c % (cycles / 10 ? cycles / 10 : 1) == 0)
+			printf("{\"bench\":\"vmm_rss\",\"gib\":%zu,\"cycle\":%d,\"rss_kib\":%ld,\"growth_kib\":%ld}\n",
+			       size >> 30, c, rss_kib(), rss_kib() - r0);
+	}
+	return 0;
+}
