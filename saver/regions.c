@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "app_vmm.h"
 #include "tracer/driver.h"
 #include "tracer/log.h"
 #include "tracer/thread.h"
@@ -184,7 +185,7 @@ CUresult _msv_region_map(struct msv_region *r)
 	const struct msv_driver *d = _msv_drv();
 	CUmemGenericAllocationHandle h;
 	MSV_BUSY_BEGIN();
-	CUresult rc = create_and_map(d, r->va, r->mapped, r->device, &h);
+	CUresult rc = r->app ? _msv_app_vmm_map(r, &h) : create_and_map(d, r->va, r->mapped, r->device, &h);
 	MSV_BUSY_END();
 	if (rc == CUDA_SUCCESS) {
 		pthread_mutex_lock(&lock);
@@ -213,7 +214,7 @@ static CUresult unmap_release(const struct msv_driver *d, struct msv_region *r)
 
 CUresult _msv_region_unmap(struct msv_region *r)
 {
-	CUresult rc = unmap_release(_msv_drv(), r);
+	CUresult rc = r->app ? _msv_app_vmm_unmap(r) : unmap_release(_msv_drv(), r);
 	if (rc == CUDA_SUCCESS) {
 		pthread_mutex_lock(&lock);
 		r->resident = 0;
@@ -235,7 +236,8 @@ CUresult _msv_regions_grant_peer(CUdevice owner, CUdevice dev)
 	 * mapped or unmapped by a resume or pause, which grants it itself. */
 	struct msv_region *r, *tmp;
 	HASH_ITER(hh, table, r, tmp) {
-		if (!r->wrapped || !r->resident || r->pinned || r->device != owner)
+		/* An application grants its own mappings (cuMemSetAccess). */
+		if (!r->wrapped || r->app || !r->resident || r->pinned || r->device != owner)
 			continue;
 		MSV_BUSY_BEGIN();
 		CUresult g = grant(d, r->va, r->mapped, owner);
@@ -270,6 +272,8 @@ struct msv_region *_msv_regions_take(CUdeviceptr va, int *deferred)
 	*deferred = 0;
 	pthread_mutex_lock(&lock);
 	HASH_FIND(hh, table, &va, sizeof(va), r);
+	if (r && r->app)
+		r = NULL; /* cuMemFree of VMM memory: the driver refuses it */
 	if (r) {
 		HASH_DEL(table, r);
 		if (r->pinned)
@@ -277,6 +281,16 @@ struct msv_region *_msv_regions_take(CUdeviceptr va, int *deferred)
 	}
 	pthread_mutex_unlock(&lock);
 	return r;
+}
+
+void _msv_regions_add_locked(struct msv_region *r)
+{
+	HASH_ADD(hh, table, va, sizeof(r->va), r);
+}
+
+void _msv_regions_del_locked(struct msv_region *r)
+{
+	HASH_DEL(table, r);
 }
 
 void _msv_regions_put(struct msv_region *r)
@@ -383,6 +397,8 @@ size_t _msv_region_keep(struct msv_region *r, int action)
 	r->keep_len = 0;
 	if (action == MSV_ACT_BACKUP)
 		r->keep_len = r->size;
+	else if (r->app && (action == MSV_ACT_DISCARD || action == MSV_ACT_ZERO))
+		r->keep_len = _msv_app_vmm_mixed(r) ? r->size : 0;
 	else if (action == MSV_ACT_DISCARD || action == MSV_ACT_ZERO)
 		_msv_segment_shared(r->size, &r->keep_off, &r->keep_len);
 	return r->keep_len;

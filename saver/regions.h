@@ -22,6 +22,8 @@
 #include "tracer/categories.h"
 #include "uthash.h"
 
+struct msv_app_map;
+
 struct msv_region {
 	CUdeviceptr va;       /* reservation start = the pointer handed out */
 	size_t size;          /* bytes the application asked for */
@@ -43,6 +45,7 @@ struct msv_region {
 	int retains;          /* handles the application retained and not yet released */
 	int pinned;           /* a pause or resume works on it outside the lock */
 	int doomed;           /* freed while pinned: destroyed at unpin */
+	struct msv_app_map *app; /* an application's own mapping (saver/app_vmm.h), else NULL */
 	UT_hash_handle hh;
 };
 
@@ -66,13 +69,19 @@ CUresult _msv_region_unmap(struct msv_region *r);
  * cuMemAlloc memory does.  0 or the first failing CUresult. */
 CUresult _msv_regions_grant_peer(CUdevice owner, CUdevice dev);
 
+/* Add or remove a region of an application's own mapping (locked;
+ * saver/app_vmm.c). */
+void _msv_regions_add_locked(struct msv_region *r);
+void _msv_regions_del_locked(struct msv_region *r);
+
 /* Put back a region taken out by _msv_regions_take (its free failed). */
 void _msv_regions_put(struct msv_region *r);
 /* Remember a pass-through allocation. */
 void _msv_regions_note(CUdeviceptr va, size_t size, enum msv_category cat);
 /* Forget `va`: returns the region removed (caller frees it with
- * _msv_region_free) or NULL when unknown.  A pinned region is removed from
- * the table but marked doomed and *deferred set: the pause or resume that
+ * _msv_region_free) or NULL when unknown or an application's own mapping
+ * (saver/app_vmm.c forgets those).  A pinned region is removed from the
+ * table but marked doomed and *deferred set: the pause or resume that
  * pinned it destroys it, and the caller must not touch it. */
 struct msv_region *_msv_regions_take(CUdeviceptr va, int *deferred);
 /* Wait for the region's context (a kernel may still use the memory), then
@@ -98,6 +107,8 @@ struct msv_region *_msv_regions_find(CUdeviceptr addr);
  *     to 2 MiB; the remainder (under 2 MiB - 512 bytes, split off when over
  *     1 MiB) may serve another tensor: the last 2 MiB - 512 bytes are kept;
  *   - any other size is not a caching-allocator segment shape: nothing kept.
+ * An application's own mapping has no tail: it is kept whole when blocks
+ * of another category may live in it (_msv_app_vmm_mixed), else nothing.
  * zero zero-fills the rest on resume.  Returns the bytes kept. */
 size_t _msv_region_keep(struct msv_region *r, int action);
 /* The part of a segment of `size` bytes that the rule above keeps. */

@@ -4,9 +4,11 @@
  * bracketed with the busy count so the CUPTI subscriber does not record it
  * a second time. */
 #include <cuda.h>
+#include <errno.h>
 #include <stdatomic.h>
 #include <string.h>
 
+#include "app_vmm.h"
 #include "copy.h"
 #include "hooks.h"
 #include "regions.h"
@@ -50,6 +52,8 @@ REAL(cuMemCreate);
 REAL(cuMemRelease);
 REAL(cuMemMap);
 REAL(cuMemUnmap);
+REAL(cuMemSetAccess);
+REAL(cuMemGetAllocationPropertiesFromHandle);
 static CUresult (*real_cuGetProcAddress_v1)(const char *, void **, int, cuuint64_t);
 
 #define CALL(expr)                    \
@@ -255,6 +259,9 @@ static CUresult w_cuIpcGetMemHandle(CUipcMemHandle *h, CUdeviceptr p)
  * then on (saver/shared.h). */
 static CUresult w_cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *h, void *addr)
 {
+	/* The application's own handle: its value back (saver/app_vmm.h). */
+	if (h && _msv_app_vmm_retain_app(addr, h, __builtin_return_address(0)))
+		return CUDA_SUCCESS;
 	CUresult r = CALL(real_cuMemRetainAllocationHandle(h, addr));
 	if (r == CUDA_SUCCESS)
 		_msv_share_note((CUdeviceptr)addr, 0, MSV_SHARE_RETAINED, __builtin_return_address(0));
@@ -264,7 +271,10 @@ static CUresult w_cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *h, v
 static CUresult w_cuMemExportToShareableHandle(void *sh, CUmemGenericAllocationHandle h, CUmemAllocationHandleType type,
 					       unsigned long long flags)
 {
-	CUresult r = CALL(real_cuMemExportToShareableHandle(sh, h, type, flags));
+	CUresult r;
+	if (_msv_app_vmm_export_app(sh, h, type, flags, __builtin_return_address(0), &r))
+		return r;
+	r = CALL(real_cuMemExportToShareableHandle(sh, h, type, flags));
 	if (r == CUDA_SUCCESS)
 		_msv_share_note(0, h, MSV_SHARE_EXPORTED, __builtin_return_address(0));
 	return r;
@@ -341,27 +351,64 @@ static CUresult w_cuDevicePrimaryCtxRetain(CUcontext *ctx, CUdevice dev)
 	return r;
 }
 
+/* App-owned VMM (PyTorch's expandable segments, vLLM, NCCL): handles are
+ * translated and mappings become regions in saver/app_vmm.c; handles made
+ * before the tracer started pass through. */
+#define MAX_CLASH 8
+
 static CUresult w_cuMemCreate(CUmemGenericAllocationHandle *h, size_t size, const CUmemAllocationProp *prop,
 			      unsigned long long flags)
 {
 	CUresult r = CALL(real_cuMemCreate(h, size, prop, flags));
-	if (r == CUDA_SUCCESS)
-		_msv_ev_vmm_create(r, *h, size);
+	if (r != CUDA_SUCCESS || !_msv_tracer_active())
+		return r;
+	/* A value the driver hands out again while the application still holds
+	 * it for memory a pause released is kept aside: the application gets
+	 * another one. */
+	CUmemGenericAllocationHandle clash[MAX_CLASH];
+	int k = 0, known;
+	while ((known = _msv_app_vmm_created(*h, size, prop, flags)) == -EEXIST && k < MAX_CLASH) {
+		clash[k++] = *h;
+		if ((r = CALL(real_cuMemCreate(h, size, prop, flags))) != CUDA_SUCCESS)
+			break;
+	}
+	if (r == CUDA_SUCCESS && known == -EEXIST) {
+		CALL(real_cuMemRelease(*h));
+		r = CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	while (k > 0)
+		CALL(real_cuMemRelease(clash[--k]));
+	_msv_ev_vmm_create(r, r == CUDA_SUCCESS ? *h : 0, size);
 	return r;
 }
 
 static CUresult w_cuMemRelease(CUmemGenericAllocationHandle h)
 {
-	CUresult r = CALL(real_cuMemRelease(h));
+	CUresult r;
+	if (_msv_app_vmm_release_app(h, &r))
+		return r;
+	r = CALL(real_cuMemRelease(h));
 	if (r == CUDA_SUCCESS)
 		_msv_share_release(h);
 	_msv_ev_vmm_release(r, h);
 	return r;
 }
 
+/* The map is where the address is known: classified there, through the
+ * same policy as any allocation. */
 static CUresult w_cuMemMap(CUdeviceptr va, size_t size, size_t off, CUmemGenericAllocationHandle h,
 			   unsigned long long flags)
 {
+	if (_msv_app_vmm_known(h)) {
+		struct msv_decision d;
+		int wrapped = 0;
+		_msv_tracer_decide(size, 0, __builtin_return_address(0), &d);
+		CUresult r = _msv_app_vmm_map_app(va, size, off, h, flags, &d, &wrapped);
+		if (r == CUDA_SUCCESS)
+			_msv_tracer_alloc(&d, MSV_API_MEM_CREATE, va, size, size, h,
+					  MSV_F_APP_VMM | (wrapped ? MSV_F_WRAPPED : 0));
+		return r;
+	}
 	CUresult r = CALL(real_cuMemMap(va, size, off, h, flags));
 	_msv_ev_vmm_map(r, va, size, h);
 	return r;
@@ -369,9 +416,29 @@ static CUresult w_cuMemMap(CUdeviceptr va, size_t size, size_t off, CUmemGeneric
 
 static CUresult w_cuMemUnmap(CUdeviceptr va, size_t size)
 {
-	CUresult r = CALL(real_cuMemUnmap(va, size));
+	CUresult r;
+	if (_msv_app_vmm_unmap_app(va, size, &r))
+		return r;
+	r = CALL(real_cuMemUnmap(va, size));
 	_msv_ev_vmm_unmap(r, va, size);
 	return r;
+}
+
+/* Access the application grants is granted again after every re-map. */
+static CUresult w_cuMemSetAccess(CUdeviceptr va, size_t size, const CUmemAccessDesc *desc, size_t count)
+{
+	CUresult r = CALL(real_cuMemSetAccess(va, size, desc, count));
+	if (r == CUDA_SUCCESS)
+		_msv_app_vmm_access(va, size, desc, count);
+	return r;
+}
+
+static CUresult w_cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp *prop, CUmemGenericAllocationHandle h)
+{
+	CUresult r;
+	if (_msv_app_vmm_props_app(prop, h, &r))
+		return r;
+	return CALL(real_cuMemGetAllocationPropertiesFromHandle(prop, h));
 }
 
 /* cuGetProcAddress itself: the driver's answer, with our wrapper swapped
@@ -433,5 +500,7 @@ const struct msv_hook _msv_hooks[] = {
 	HOOK("cuMemRelease", cuMemRelease, 0, 10020),
 	HOOK("cuMemMap", cuMemMap, 0, 10020),
 	HOOK("cuMemUnmap", cuMemUnmap, 0, 10020),
+	HOOK("cuMemSetAccess", cuMemSetAccess, 0, 10020),
+	HOOK("cuMemGetAllocationPropertiesFromHandle", cuMemGetAllocationPropertiesFromHandle, 0, 10020),
 };
 const unsigned _msv_n_hooks = sizeof(_msv_hooks) / sizeof(_msv_hooks[0]);

@@ -133,7 +133,9 @@ enum msv_mark {
 #define MSV_F_REGION 0x08u     /* chosen by an explicit msv_region_begin */
 #define MSV_F_FAILED 0x10u     /* pause/resume failed (state unchanged) */
 #define MSV_F_CUPTI 0x20u      /* seen by CUPTI, not by the interposer */
-#define MSV_F_READING 0x40u    /* DRIVER: a checkpoint carrying a reading (enum msv_mark) */
+#define MSV_F_APP_VMM 0x40u    /* ALLOC/FREE: an application's own cuMemMap/cuMemUnmap
+                                  (saver/app_vmm.h); ALLOC .aux2 = its handle value */
+#define MSV_F_READING 0x80u    /* DRIVER: a checkpoint carrying a reading (enum msv_mark) */
 
 struct msv_rec {
 	uint16_t type;   /* enum msv_rec_type */

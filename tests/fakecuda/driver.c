@@ -34,6 +34,7 @@ static struct {
 	uint64_t graph_bytes;
 	uint64_t garbage_max;
 	int zero_fresh;
+	int reuse_handles; /* FAKECUDA_REUSE_HANDLES: cuMemCreate hands out the lowest free handle value */
 	int defer_async; /* FAKECUDA_DEFER_ASYNC: async work runs at the next synchronization */
 	char sync_hold[256]; /* FAKECUDA_SYNC_HOLD: cuCtxSynchronize waits while this file exists */
 } cfg;
@@ -228,6 +229,7 @@ static void config_load(void)
 	cfg.graph_bytes = env_size("FAKECUDA_GRAPH_EXEC_BYTES", 4ull << 20);
 	cfg.garbage_max = env_size("FAKECUDA_GARBAGE_MAX", 64ull << 20);
 	cfg.zero_fresh = env_bool("FAKECUDA_ZERO_FRESH");
+	cfg.reuse_handles = env_bool("FAKECUDA_REUSE_HANDLES");
 	cfg.defer_async = env_bool("FAKECUDA_DEFER_ASYNC");
 	const char *hold = getenv("FAKECUDA_SYNC_HOLD");
 	if (hold)
@@ -1997,6 +1999,8 @@ out:
 FC_EXPORT CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size)
 TRACE(cuMemAddressFree, vmm_free(ptr, size), ptr, size)
 
+static struct vphys *phys_find_locked(CUmemGenericAllocationHandle h);
+
 static CUresult vmm_create(CUmemGenericAllocationHandle *handle, size_t size,
 			   const CUmemAllocationProp *prop, unsigned long long flags)
 {
@@ -2035,6 +2039,13 @@ static CUresult vmm_create(CUmemGenericAllocationHandle *handle, size_t size,
 	ph->prop = *prop;
 	LOCK();
 	ph->handle = g_next_handle++;
+	/* A real driver's handles are addresses of its own objects: the value
+	 * of a released handle comes back with a later cuMemCreate. */
+	if (cfg.reuse_handles) {
+		ph->handle = 1;
+		while (phys_find_locked(ph->handle))
+			ph->handle++;
+	}
 	ph->next = g_vphys;
 	g_vphys = ph;
 	g_nphys++;

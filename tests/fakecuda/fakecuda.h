@@ -101,6 +101,9 @@
  *                              the garbage pattern, default 0
  *   FAKECUDA_GARBAGE_MAX       bytes of each fresh allocation filled with
  *                              the pattern, default 64MiB
+ *   FAKECUDA_REUSE_HANDLES     1/true/on: cuMemCreate returns the lowest handle
+ *                              value not in use (a released value comes back,
+ *                              as from a real driver), default 0
  *   FAKECUDA_FAIL              fault injection, comma-separated list of
  *                              NAME:N:ERROR  fail the Nth call (1-based)
  *                              NAME:N+:ERROR fail the Nth call and all later
