@@ -152,7 +152,7 @@ static void on_driver(CUpti_CallbackId cbid, const CUpti_CallbackData *cb)
 		if (exit)
 			_msv_ev_measure_after(rc, MSV_DRV_MODULES);
 		else
-			_msv_ev_measure_before();
+			_msv_ev_load_before();
 		break;
 	}
 }
@@ -171,6 +171,10 @@ static void CUPTIAPI callback(void *user, CUpti_CallbackDomain domain, CUpti_Cal
 			_msv_tracer_baseline();
 		else if (cbid == CUPTI_CBID_RESOURCE_CONTEXT_CREATED)
 			_msv_tracer_context_ready(((const CUpti_ResourceData *)data)->context);
+		else if (cbid == CUPTI_CBID_RESOURCE_MODULE_LOADED)
+			_msv_ev_module_loaded();
+		else if (cbid == CUPTI_CBID_RESOURCE_STREAM_CREATED)
+			_msv_ev_stream_created();
 	}
 }
 

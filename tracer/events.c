@@ -4,8 +4,6 @@
 #include "trace_format.h"
 #include "tracer.h"
 
-static __thread uint64_t used_before, alloc_before;
-
 void _msv_ev_alloc(CUresult rc, int api, CUdeviceptr addr, size_t size, CUstream stream, uint8_t flags)
 {
 	if (rc != CUDA_SUCCESS || !_msv_tracer_active())
@@ -21,20 +19,17 @@ void _msv_ev_free(CUresult rc, int api, CUdeviceptr addr)
 		_msv_tracer_free(api, addr, 0, 0, MSV_CAT_OTHER);
 }
 
-/* A capture costs driver memory beyond the graph pool's allocations (on an
- * H200, 158 MiB appeared during the capture of six decode graphs): the
- * device-memory change across the capture minus what was allocated in it. */
-static __thread uint64_t capture_used0, capture_alloc0;
-
+/* Capture and instantiation cost driver memory beyond the graph pool's
+ * allocations (on an H200, 158 MiB appeared during the capture of six decode
+ * graphs).  A checkpoint when each begins closes the interval before it
+ * (memory no driver call explains); one when it ends charges the interval
+ * to the graph.  The analyzer subtracts what was allocated meanwhile. */
 void _msv_ev_capture_begin(CUresult rc)
 {
 	if (rc != CUDA_SUCCESS)
 		return;
-	if (_msv_tls()->capturing == 0 && _msv_tracer_active()) {
-		capture_used0 = _msv_tracer_used_now();
-		capture_alloc0 = _msv_tracer_allocated();
-	}
 	_msv_tracer_capture_begin();
+	_msv_tracer_checkpoint(MSV_DRV_UNOBSERVED, MSV_MARK_CAPTURE_BEGIN, NULL);
 }
 
 void _msv_ev_capture_end(CUresult rc)
@@ -42,30 +37,48 @@ void _msv_ev_capture_end(CUresult rc)
 	/* A failed EndCapture still ends the capture (it is invalidated). */
 	(void)rc;
 	_msv_tracer_capture_end();
-	if (_msv_tls()->capturing != 0 || capture_used0 == MSV_NO_VALUE || !_msv_tracer_active())
-		return;
-	uint64_t now = _msv_tracer_used_now();
-	if (now != MSV_NO_VALUE && capture_used0)
-		_msv_tracer_driver(MSV_DRV_GRAPH_EXEC, (int64_t)(now - capture_used0) -
-							(int64_t)(_msv_tracer_allocated() - capture_alloc0));
-	capture_used0 = MSV_NO_VALUE;
+	_msv_tracer_checkpoint(MSV_DRV_GRAPH_EXEC, MSV_MARK_CAPTURE_END, NULL);
 }
+
+/* Set between the entry and the exit of an explicit module/library load:
+ * the MODULE_LOADED callback inside it is that load, measured at its exit. */
+static __thread int in_load;
 
 void _msv_ev_measure_before(void)
 {
-	used_before = _msv_tracer_active() ? _msv_tracer_used_now() : MSV_NO_VALUE;
-	alloc_before = _msv_tracer_allocated();
+	_msv_tracer_checkpoint(MSV_DRV_UNOBSERVED, MSV_MARK_INSTANTIATE_BEGIN, NULL);
+}
+
+void _msv_ev_load_before(void)
+{
+	in_load = 1;
+	_msv_tracer_checkpoint(MSV_DRV_UNOBSERVED, MSV_MARK_LOAD_BEGIN, NULL);
 }
 
 void _msv_ev_measure_after(CUresult rc, int cause)
 {
-	if (rc != CUDA_SUCCESS || used_before == MSV_NO_VALUE)
-		return;
-	uint64_t now = _msv_tracer_used_now();
-	if (now != MSV_NO_VALUE)
-		_msv_tracer_driver(cause, (int64_t)(now - used_before) -
-						  (int64_t)(_msv_tracer_allocated() - alloc_before));
-	used_before = MSV_NO_VALUE;
+	int load = cause == MSV_DRV_MODULES;
+	if (load)
+		in_load = 0;
+	/* A failed call may still have taken memory: the interval is charged
+	 * either way, to "unobserved" when the call failed. */
+	_msv_tracer_checkpoint(rc == CUDA_SUCCESS ? cause : MSV_DRV_UNOBSERVED,
+			       load ? MSV_MARK_LOAD_END : MSV_MARK_INSTANTIATE_END, NULL);
+}
+
+/* With CUDA_MODULE_LOADING=LAZY (the default since CUDA 12.2) kernels load
+ * inside the launch that first needs them, a call memsaver never observes;
+ * CUPTI still reports the module.  The unwinder names the library whose
+ * launch it was, the Python frames the line that ran it. */
+void _msv_ev_module_loaded(void)
+{
+	if (!in_load)
+		_msv_tracer_checkpoint(MSV_DRV_LAZY_LOAD, MSV_MARK_MODULE_LOADED, NULL);
+}
+
+void _msv_ev_stream_created(void)
+{
+	_msv_tracer_checkpoint(MSV_DRV_UNOBSERVED, MSV_MARK_STREAM_CREATED, NULL);
 }
 
 void _msv_ev_context(CUresult rc, CUcontext ctx)

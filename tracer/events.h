@@ -15,9 +15,17 @@ void _msv_ev_free(CUresult rc, int api, CUdeviceptr addr);
 void _msv_ev_capture_begin(CUresult rc);
 void _msv_ev_capture_end(CUresult rc);
 /* Graph instantiation, module/library loading and context creation cost
- * driver-internal memory: a reading before, the delta after. */
+ * driver-internal memory: a checkpoint before (closing the interval no call
+ * explains) and one after, charged to `cause` (enum msv_driver_cause).
+ * _msv_ev_measure_before is for graph instantiation, _msv_ev_load_before
+ * for cuModuleLoad* / cuLibraryLoad*; both end with _msv_ev_measure_after. */
 void _msv_ev_measure_before(void);
+void _msv_ev_load_before(void);
 void _msv_ev_measure_after(CUresult rc, int cause);
+/* CUPTI RESOURCE callbacks: a module loaded (outside an explicit load: at
+ * first launch), a stream created.  A checkpoint each. */
+void _msv_ev_module_loaded(void);
+void _msv_ev_stream_created(void);
 void _msv_ev_context(CUresult rc, CUcontext ctx);
 /* App-owned VMM. */
 void _msv_ev_vmm_create(CUresult rc, CUmemGenericAllocationHandle h, size_t size);

@@ -32,6 +32,9 @@ static struct {
 
 static __thread struct msv_tls tls;
 
+static void join(char *out, size_t len, const char *sep, const char *item);
+static void ck_rebase(uint64_t used);
+
 struct msv_tls *_msv_tls(void)
 {
 	return &tls;
@@ -302,6 +305,76 @@ static void context_ready(void)
 		_msv_tracer_driver(MSV_DRV_CONTEXT, (int64_t)(now.used - b.used));
 	if (rc == 0)
 		phase_at("context", &now, _msv_now_ns(), dev);
+	if (rc == 0 && now.used != MSV_NO_VALUE)
+		ck_rebase(now.used);
+}
+
+/* Checkpoints: readings at rare events (module loads, stream creation,
+ * capture, instantiation) that bound the device memory no driver call
+ * explains.  The lock keeps each reading and its record in trace order, so
+ * the analyzer can charge every interval to the checkpoint that ends it.
+ * ck_used/ck_alloc give the tracer's own estimate (.size), for --dump. */
+static pthread_mutex_t ck_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t ck_used = MSV_NO_VALUE, ck_alloc;
+
+static void ck_rebase(uint64_t used)
+{
+	pthread_mutex_lock(&ck_lock);
+	ck_used = used;
+	ck_alloc = _msv_tracer_allocated();
+	pthread_mutex_unlock(&ck_lock);
+}
+
+/* NVTX stack, Python frames and native library of the calling thread, as
+ * string ids (the same fields an allocation carries). */
+static void site_strings(void *caller, struct msv_rec *r)
+{
+	static __thread char frames[32][MSV_PYFRAME_LEN];
+	static __thread char buf[32 * MSV_PYFRAME_LEN];
+	buf[0] = '\0';
+	int n = tls.n_nvtx < MSV_NVTX_DEPTH ? tls.n_nvtx : MSV_NVTX_DEPTH;
+	for (int i = 0; i < n; i++)
+		join(buf, sizeof(buf), "/", tls.nvtx[i].name);
+	r->nvtx = _msv_trace_intern(T.log, buf);
+	buf[0] = '\0';
+	const struct msv_options *o = _msv_options();
+	if (o->python_frames) {
+		int np = _msv_pyframes_read(frames, o->python_depth < 32 ? o->python_depth : 32);
+		for (int i = 0; i < np; i++)
+			join(buf, sizeof(buf), "\n", frames[i]);
+	}
+	r->pysite = _msv_trace_intern(T.log, buf);
+	char lib[256];
+	_msv_callsite_library(caller, lib, sizeof(lib));
+	r->site = _msv_trace_intern(T.log, lib);
+}
+
+void _msv_tracer_checkpoint(int cause, int mark, void *caller)
+{
+	if (T.state != 1)
+		return;
+	struct msv_rec r = {.type = MSV_REC_DRIVER, .api = (uint8_t)cause, .addr = (uint64_t)mark,
+			    .flags = MSV_F_READING};
+	site_strings(caller, &r);
+	const struct msv_driver *dv = _msv_drv();
+	CUdevice dev = 0;
+	MSV_BUSY_BEGIN();
+	if (dv && dv->cuCtxGetDevice && dv->cuCtxGetDevice(&dev) != CUDA_SUCCESS)
+		dev = 0;
+	MSV_BUSY_END();
+	r.device = (uint8_t)dev;
+	pthread_mutex_lock(&ck_lock);
+	uint64_t used = _msv_tracer_used_now();
+	if (used != MSV_NO_VALUE) {
+		uint64_t alloc = _msv_tracer_allocated();
+		r.aux = used;
+		r.size = ck_used == MSV_NO_VALUE ? 0 : (used - ck_used) - (alloc - ck_alloc);
+		ck_used = used;
+		ck_alloc = alloc;
+		r.t_ns = _msv_now_ns();
+		_msv_trace_append(T.log, &r);
+	}
+	pthread_mutex_unlock(&ck_lock);
 }
 
 void _msv_tracer_phase(const char *label)
@@ -319,6 +392,8 @@ void _msv_tracer_phase(const char *label)
 	if (dv && dv->cuCtxGetDevice && dv->cuCtxGetDevice(&d) == CUDA_SUCCESS)
 		dev = d;
 	phase_at(label, &r, _msv_now_ns(), dev);
+	if (r.used != MSV_NO_VALUE)
+		ck_rebase(r.used);
 }
 
 void _msv_tracer_driver(int cause, int64_t bytes)
@@ -463,6 +538,11 @@ void _msv_tracer_vmm(int type, uint64_t addr, uint64_t size, uint64_t handle)
 		return;
 	struct msv_rec r = {.type = (uint16_t)type, .api = MSV_API_MEM_CREATE, .addr = addr, .size = size,
 			    .aux = handle};
+	/* App-owned physical memory is named by who created it (libnccl for
+	 * NCCL's own buffers, libc10_cuda for expandable segments): a stack walk
+	 * per cuMemCreate, which comes once per segment, not per allocation. */
+	if (type == MSV_REC_VMM_CREATE)
+		site_strings(NULL, &r);
 	_msv_trace_append(T.log, &r);
 }
 

@@ -56,6 +56,14 @@ void _msv_tracer_driver(int cause, int64_t bytes);
 /* Append a ready-made record (pause/resume/context records). */
 void _msv_tracer_record(const struct msv_rec *r);
 
+/* A checkpoint: a device-memory reading at a rare event (enum msv_mark),
+ * recorded as MSV_REC_DRIVER with MSV_F_READING under `cause` together with
+ * the calling thread's call site (caller as in _msv_tracer_decide).  The
+ * analyzer charges the device memory that appeared since the previous
+ * checkpoint, minus what the records explain, to this one.  Costs one
+ * reading (NVML, microseconds) and a stack walk: never per allocation. */
+void _msv_tracer_checkpoint(int cause, int mark, void *caller);
+
 /* Called by the observers around events that cost driver-internal memory:
  * begin takes a reading, end records the delta under `cause`. */
 uint64_t _msv_tracer_used_now(void); /* MSV_NO_VALUE when unknown */
