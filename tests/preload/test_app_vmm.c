@@ -6,6 +6,7 @@
  * (tests/preload/policy.json): weights backup, kv discard, workspace zero;
  * an explicit region picks the category.  Each test runs in its own forked
  * child on the fake driver. */
+#include <jansson.h>
 #include <stdint.h>
 
 #include "common.h"
@@ -173,6 +174,21 @@ START_TEST(test_contents_per_action)
 	ck_assert_uint_eq(u1 - u0, 12 * MiB);
 	ck_assert_msg(D.pause(NULL) == 0, "pause: %s", D.last_error());
 	ck_assert_msg(used() == u0, "paused: %zu bytes still used", used() - u0);
+	/* The report counts the mapped handles in their categories, not as
+	 * app_vmm: released, nothing of them is left. */
+	char path[64];
+	snprintf(path, sizeof(path), "/tmp/msv-app-vmm-%d.json", (int)getpid());
+	ck_assert_int_eq(D.report_write(path), 0);
+	json_t *rep = json_load_file(path, 0, NULL);
+	unlink(path);
+	ck_assert(rep != NULL);
+	size_t k;
+	json_t *src;
+	json_array_foreach(json_object_get(json_object_get(rep, "attribution"), "sources"), k, src)
+		ck_assert_msg(strcmp(json_string_value(json_object_get(src, "source")), "app_vmm") != 0,
+			      "app_vmm source of %lld bytes while everything is released",
+			      (long long)json_integer_value(json_object_get(src, "bytes")));
+	json_decref(rep);
 	ck_assert_msg(D.resume(NULL) == 0, "resume: %s", D.last_error());
 	ck_assert_uint_eq(used(), u1);
 	ck_assert_msg(check(s[0].va, 2 * PAGE, 11), "weights not restored");
