@@ -279,6 +279,8 @@ const char *_msv_driver_cause_name(unsigned cause)
 	case MSV_DRV_MODULES: return "modules";
 	case MSV_DRV_GRAPH_EXEC: return "graph_exec";
 	case MSV_DRV_LIBRARY: return "library";
+	case MSV_DRV_UNOBSERVED: return "unobserved";
+	case MSV_DRV_LAZY_LOAD: return "lazy_load";
 	default: return "?";
 	}
 }
@@ -317,6 +319,7 @@ json_t *_msv_flags_json(unsigned flags)
 		{MSV_F_WRAPPED, "wrapped"},   {MSV_F_WRAP_FAILED, "wrap_failed"},
 		{MSV_F_CAPTURING, "capturing"}, {MSV_F_REGION, "region"},
 		{MSV_F_FAILED, "failed"},     {MSV_F_CUPTI, "cupti"},
+		{MSV_F_APP_VMM, "app_vmm"},
 	};
 	json_t *a = json_array();
 	for (size_t i = 0; a && i < sizeof(fl) / sizeof(fl[0]); i++)
