@@ -65,12 +65,16 @@ struct alloc {
 	int released;
 	unsigned shared; /* 1 << enum msv_share_kind while referenced outside memsaver */
 	uint32_t share_site, share_pysite, share_nvtx; /* where it was first shared */
+	uint64_t handle; /* MSV_F_APP_VMM: the application's handle it maps */
 	UT_hash_handle hh;
 };
 
+/* An app-owned VMM handle counts as source app_vmm only while no mapping of
+ * it is an allocation (MSV_F_APP_VMM): a mapped one is its category's. */
 struct vmm {
 	uint64_t handle, size;
 	uint32_t site, pysite, nvtx;
+	int maps;
 	UT_hash_handle hh;
 };
 
@@ -205,8 +209,25 @@ static void tl_point(struct state *st, int64_t t)
 	st->tl[st->n_tl++] = p;
 }
 
+static void vmm_mapped(struct state *st, uint64_t handle, int delta)
+{
+	struct vmm *v;
+	HASH_FIND(hh, st->vmms, &handle, sizeof(handle), v);
+	if (!v)
+		return;
+	if (delta > 0 && v->maps++ == 0) {
+		st->vmm_bytes -= v->size;
+		st->vmm_count--;
+	} else if (delta < 0 && v->maps > 0 && --v->maps == 0) {
+		st->vmm_bytes += v->size;
+		st->vmm_count++;
+	}
+}
+
 static void drop_alloc(struct state *st, struct alloc *a)
 {
+	if (a->flags & MSV_F_APP_VMM)
+		vmm_mapped(st, a->handle, -1);
 	if (a->cat >= 0 && a->cat < MSV_CAT_COUNT) {
 		st->allocated[a->cat] -= a->size;
 		if (!a->released)
@@ -289,6 +310,10 @@ static void apply(struct state *st, const struct msv_rec *r, size_t idx)
 		a->site = r->site;
 		a->pysite = r->pysite;
 		a->nvtx = r->nvtx;
+		if (a->flags & MSV_F_APP_VMM) {
+			a->handle = r->aux2;
+			vmm_mapped(st, a->handle, 1);
+		}
 		if (a->flags & MSV_F_WRAPPED)
 			st->n_wrapped++;
 		HASH_ADD(hh, st->allocs, addr, sizeof(a->addr), a);
@@ -308,8 +333,10 @@ static void apply(struct state *st, const struct msv_rec *r, size_t idx)
 		st->n_vmm_create++;
 		HASH_FIND(hh, st->vmms, &r->addr, sizeof(r->addr), v);
 		if (v) {
-			st->vmm_bytes -= v->size;
-			st->vmm_count--;
+			if (!v->maps) {
+				st->vmm_bytes -= v->size;
+				st->vmm_count--;
+			}
 			HASH_DEL(st->vmms, v);
 			free(v);
 		}
@@ -330,8 +357,10 @@ static void apply(struct state *st, const struct msv_rec *r, size_t idx)
 	case MSV_REC_VMM_RELEASE:
 		HASH_FIND(hh, st->vmms, &r->addr, sizeof(r->addr), v);
 		if (v) {
-			st->vmm_bytes -= v->size;
-			st->vmm_count--;
+			if (!v->maps) {
+				st->vmm_bytes -= v->size;
+				st->vmm_count--;
+			}
 			HASH_DEL(st->vmms, v);
 			free(v);
 		}
@@ -637,7 +666,8 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 	}
 	struct vmm *v, *vt;
 	HASH_ITER(hh, st->vmms, v, vt)
-	bucket_add(&vmm, t, v->size, v->pysite, v->site, v->nvtx, &st->oom);
+		if (!v->maps)
+			bucket_add(&vmm, t, v->size, v->pysite, v->site, v->nvtx, &st->oom);
 
 	uint64_t sum = 0;
 	for (int c = 0; c < MSV_CAT_COUNT; c++) {
