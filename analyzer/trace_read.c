@@ -320,7 +320,6 @@ json_t *_msv_flags_json(unsigned flags)
 		{MSV_F_CAPTURING, "capturing"}, {MSV_F_REGION, "region"},
 		{MSV_F_FAILED, "failed"},     {MSV_F_CUPTI, "cupti"},
 		{MSV_F_APP_VMM, "app_vmm"},
-		{MSV_F_APP_VMM, "app_vmm"},
 	};
 	json_t *a = json_array();
 	for (size_t i = 0; a && i < sizeof(fl) / sizeof(fl[0]); i++)
