@@ -1,5 +1,7 @@
 #include "app_vmm.h"
 
+#include "copy.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -226,19 +228,6 @@ CUresult _msv_app_vmm_map_app(CUdeviceptr va, size_t size, size_t off, CUmemGene
 	return rc;
 }
 
-static void region_free(const struct msv_driver *d, struct msv_region *r)
-{
-	if (r->backup && r->backup_pinned) {
-		MSV_BUSY_BEGIN();
-		d->cuMemFreeHost(r->backup);
-		MSV_BUSY_END();
-	} else {
-		free(r->backup);
-	}
-	free(r->app);
-	free(r);
-}
-
 /* The mappings inside [va, va + size) into *list, out of the table, once no
  * pause or resume works on them.  0: none (or one only partly inside: the
  * driver refuses that); 1: *n of them; -1: out of memory. */
@@ -337,7 +326,7 @@ int _msv_app_vmm_unmap_app(CUdeviceptr va, size_t size, CUresult *rc)
 		_msv_tracer_free(MSV_API_MEM_FREE, l[i]->va, l[i]->size, l[i]->mapped, l[i]->cat);
 		if (rel)
 			release_phys(rel[i]);
-		region_free(d, l[i]);
+		_msv_region_destroy(l[i]); /* its backup; the mapping is gone */
 	}
 	free(rel);
 	free(l);

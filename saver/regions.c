@@ -350,7 +350,7 @@ CUresult _msv_region_destroy(struct msv_region *r)
 {
 	CUresult rc = CUDA_SUCCESS;
 	const struct msv_driver *d = _msv_drv();
-	if (r->wrapped && d) {
+	if (r->wrapped && !r->app && d) {
 		MSV_BUSY_BEGIN();
 		if (r->resident)
 			rc = unmap_release(d, r);
@@ -363,6 +363,7 @@ CUresult _msv_region_destroy(struct msv_region *r)
 	}
 	if (r->backup && !r->backup_pinned)
 		free(r->backup);
+	free(r->app);
 	free(r);
 	return rc;
 }

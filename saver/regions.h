@@ -89,7 +89,8 @@ struct msv_region *_msv_regions_take(CUdeviceptr va, int *deferred);
  * released (cuMemFree behaves the same on a context in error). */
 CUresult _msv_region_free(struct msv_region *r);
 /* Release what a region holds (mapping, handle, reservation, backup) and
- * free it.  Pass-through entries are only freed. */
+ * free it.  Pass-through entries are only freed; an application's own
+ * mapping (unmapped by saver/app_vmm.c) loses its backup and is freed. */
 CUresult _msv_region_destroy(struct msv_region *r);
 /* Mark every region of list pinned (locked). */
 void _msv_regions_pin(struct msv_region **list, size_t n);
