@@ -30,6 +30,8 @@
 /* Below these a recommendation is noise. */
 #define REC_RULE_MIN (16 * MIB)
 #define REC_DRIVER_MIN (64 * MIB)
+/* Slots of struct state.driver: enum msv_driver_cause values are below it. */
+#define DRV_SLOTS 8
 
 enum reason {
 	R_KEEP,
@@ -108,8 +110,16 @@ struct state {
 	uint64_t count[MSV_CAT_COUNT];
 	uint64_t vmm_bytes;
 	uint64_t vmm_count;
-	uint64_t driver[5]; /* by enum msv_driver_cause, signed sums */
+	uint64_t driver[DRV_SLOTS]; /* by enum msv_driver_cause, signed sums */
 	uint64_t ctx_trimmed;
+	/* Checkpoints (MSV_F_READING, docs/report.md "Driver memory between
+	 * events"): anchored at the "context" reading; ck_used and ck_explained
+	 * are the device reading and what the records explained at the latest
+	 * one; ck_prev names the event that opened the current interval. */
+	int ck_on, ck_device;
+	uint64_t ck_used, ck_explained;
+	char *ck_prev;
+	struct bucket drv_sites[DRV_SLOTS];
 	struct tpoint *tl;
 	size_t n_tl, cap_tl;
 	int oom;
@@ -285,6 +295,9 @@ static void apply_shared(struct state *st, const struct msv_rec *r)
 	a->shared |= 1u << (r->api & 31);
 }
 
+static void ck_driver(struct state *st, const struct msv_rec *r);
+static void ck_phase(struct state *st, const struct msv_rec *r);
+
 static void apply(struct state *st, const struct msv_rec *r, size_t idx)
 {
 	struct alloc *a;
@@ -366,9 +379,14 @@ static void apply(struct state *st, const struct msv_rec *r, size_t idx)
 		}
 		break;
 	case MSV_REC_DRIVER:
-		if (r->api >= 1 && r->api <= 4)
+		if (r->flags & MSV_F_READING)
+			ck_driver(st, r);
+		else if (r->api >= 1 && r->api < DRV_SLOTS)
 			st->driver[r->api] += r->size;
 		break;
+	case MSV_REC_PHASE:
+		ck_phase(st, r);
+		return;
 	case MSV_REC_CONTEXT:
 		st->ctx_trimmed += r->api == 0 ? r->size : -r->size;
 		break;
@@ -466,6 +484,191 @@ static void bucket_clear(struct bucket *b)
 		free(s->key);
 		free(s);
 	}
+}
+
+/* ---- driver memory between events ------------------------------------ */
+
+/* What the records explain at this point of the replay, in device bytes:
+ * the same quantities the sources count (an allocation's size plus its
+ * rounding when wrapped, app VMM handles, driver deltas, minus the context
+ * trim), so that a checkpoint's charge is exactly what the sources lack. */
+static uint64_t explained(const struct state *st)
+{
+	uint64_t sum = st->vmm_bytes - st->ctx_trimmed;
+	for (int c = 1; c < DRV_SLOTS; c++)
+		sum += st->driver[c];
+	const struct alloc *a, *tmp;
+	HASH_ITER(hh, st->allocs, a, tmp)
+	{
+		if (a->released)
+			continue;
+		sum += a->size;
+		if ((a->flags & MSV_F_WRAPPED) && a->mapped > a->size)
+			sum += a->mapped - a->size;
+	}
+	return sum;
+}
+
+static char *ck_site(const struct msv_trace *t, const struct msv_rec *r)
+{
+	const char *lib = _msv_trace_string(t, r->site);
+	char *py = _msv_trace_string(t, r->pysite) ? site_key(t, r->pysite, 0, 0) : NULL;
+	char *out = NULL;
+	if (lib && py) {
+		size_t n = strlen(lib) + strlen(py) + 5;
+		out = malloc(n);
+		if (out)
+			snprintf(out, n, "%s at %s", lib, py);
+	} else {
+		out = site_key(t, r->pysite, r->site, r->nvtx);
+	}
+	free(py);
+	return out;
+}
+
+/* The event a checkpoint was taken at, as a person reads it: "first launch
+ * in libcublasLt.so.13 at model.py:97:forward", "graph capture at ...". */
+static char *ck_event(const struct msv_trace *t, const struct msv_rec *r)
+{
+	static const char *const what[] = {
+		[MSV_MARK_NONE] = "an event",
+		[MSV_MARK_MODULE_LOADED] = "first launch in",
+		[MSV_MARK_STREAM_CREATED] = "stream creation at",
+		[MSV_MARK_CAPTURE_BEGIN] = "graph capture at",
+		[MSV_MARK_CAPTURE_END] = "graph capture at",
+		[MSV_MARK_INSTANTIATE_BEGIN] = "graph instantiation at",
+		[MSV_MARK_INSTANTIATE_END] = "graph instantiation at",
+		[MSV_MARK_LOAD_BEGIN] = "module load at",
+		[MSV_MARK_LOAD_END] = "module load at",
+	};
+	const char *w = r->addr < sizeof(what) / sizeof(what[0]) ? what[r->addr] : what[0];
+	char *site = ck_site(t, r);
+	size_t n = strlen(w) + (site ? strlen(site) : 7) + 2;
+	char *out = malloc(n);
+	if (out)
+		snprintf(out, n, "%s %s", w, site ? site : "unknown");
+	free(site);
+	return out;
+}
+
+static void bucket_add_key(struct bucket *b, char *key, uint64_t bytes, int *oom)
+{
+	b->bytes += bytes;
+	b->count++;
+	if (!key) {
+		*oom = 1;
+		return;
+	}
+	struct site_agg *s;
+	HASH_FIND_STR(b->sites, key, s);
+	if (s) {
+		free(key);
+	} else {
+		s = calloc(1, sizeof(*s));
+		if (!s) {
+			free(key);
+			*oom = 1;
+			return;
+		}
+		s->key = key;
+		HASH_ADD_KEYPTR(hh, b->sites, s->key, strlen(s->key), s);
+	}
+	s->bytes += bytes;
+	s->count++;
+}
+
+static void ck_set_prev(struct state *st, char *what)
+{
+	free(st->ck_prev);
+	st->ck_prev = what;
+}
+
+static void ck_rebase(struct state *st, uint64_t used)
+{
+	st->ck_used = used;
+	st->ck_explained = explained(st);
+}
+
+/* Charge the interval that ends at reading `used` to `cause`: device memory
+ * that appeared since the previous checkpoint minus what the records added
+ * meanwhile.  Signed: memory the driver gave back shows as negative. */
+static void ck_charge(struct state *st, int cause, uint64_t used, char *key)
+{
+	uint64_t ex = explained(st);
+	uint64_t d = (used - st->ck_used) - (ex - st->ck_explained);
+	st->driver[cause] += d;
+	bucket_add_key(&st->drv_sites[cause], key, d, &st->oom);
+	st->ck_used = used;
+	st->ck_explained = ex + d;
+}
+
+static void ck_driver(struct state *st, const struct msv_rec *r)
+{
+	if (r->api < 1 || r->api >= DRV_SLOTS)
+		return;
+	const struct msv_trace *t = st->t;
+	if (!st->ck_on || r->device != st->ck_device || r->aux == MSV_NO_VALUE) {
+		/* No anchor (a trace without a "context" reading): the tracer's
+		 * estimate.  Another device's readings do not bound this one's. */
+		if (!st->ck_on) {
+			st->driver[r->api] += r->size;
+			bucket_add_key(&st->drv_sites[r->api], ck_site(t, r), r->size, &st->oom);
+		}
+		return;
+	}
+	char *key;
+	if (r->api == MSV_DRV_UNOBSERVED) {
+		char *ev = ck_event(t, r);
+		size_t n = (ev ? strlen(ev) : 0) + (st->ck_prev ? strlen(st->ck_prev) : 0) + 32;
+		key = malloc(n);
+		if (key)
+			snprintf(key, n, "before %s, since %s", ev ? ev : "?",
+				 st->ck_prev ? st->ck_prev : "the context");
+		free(ev);
+	} else if (r->api == MSV_DRV_GRAPH_EXEC || r->api == MSV_DRV_MODULES) {
+		key = ck_event(t, r);
+	} else {
+		key = ck_site(t, r);
+	}
+	ck_charge(st, r->api, r->aux, key);
+	ck_set_prev(st, ck_event(t, r));
+}
+
+/* Readings at phase markers: "context" anchors the ledger; "pause" and
+ * "resume" only move it (what changed there is memsaver's own release and
+ * restore, which unattributed must keep showing); any other label closes an
+ * interval that no driver call explains. */
+static void ck_phase(struct state *st, const struct msv_rec *r)
+{
+	const char *l = _msv_trace_string(st->t, r->site);
+	if (!l || r->aux == MSV_NO_VALUE || strcmp(l, "baseline") == 0)
+		return;
+	if (!st->ck_on) {
+		if (strcmp(l, "context") != 0)
+			return;
+		st->ck_on = 1;
+		st->ck_device = r->device;
+		ck_rebase(st, r->aux);
+		ck_set_prev(st, strdup("context creation"));
+		return;
+	}
+	if (r->device != st->ck_device)
+		return;
+	size_t n = strlen(l) + 24;
+	char *ev = malloc(n);
+	if (ev)
+		snprintf(ev, n, "phase \"%s\"", l);
+	if (!strcmp(l, "pause") || !strcmp(l, "resume") || !strcmp(l, "exit") || !strcmp(l, "context")) {
+		ck_rebase(st, r->aux);
+		ck_set_prev(st, ev);
+		return;
+	}
+	size_t kn = (ev ? strlen(ev) : 0) + (st->ck_prev ? strlen(st->ck_prev) : 0) + 32;
+	char *key = malloc(kn);
+	if (key)
+		snprintf(key, kn, "before %s, since %s", ev ? ev : "?", st->ck_prev ? st->ck_prev : "?");
+	ck_charge(st, MSV_DRV_UNOBSERVED, r->aux, key);
+	ck_set_prev(st, ev);
 }
 
 static json_t *source_new(const char *name, int64_t bytes, uint64_t count, const char *reason,
@@ -722,8 +925,11 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 					 why[strlen(why) - 1] == '(' ? "" : ", ", _msv_share_kind_name(k));
 		snprintf(why + strlen(why), sizeof(why) - strlen(why),
 			 "): never released, a resume would duplicate it; sites are where it was shared");
-		json_array_append_new(sources, source_new("shared", (int64_t)shared.bytes, shared.count, why,
-							  bucket_sites(&shared)));
+		json_t *sites = bucket_sites(&shared);
+		const char *top = json_string_value(json_object_get(json_array_get(sites, 0), "site"));
+		char top_site[256];
+		snprintf(top_site, sizeof(top_site), "%s", top ? top : "unknown");
+		json_array_append_new(sources, source_new("shared", (int64_t)shared.bytes, shared.count, why, sites));
 		sum += shared.bytes;
 		if (shared_kinds & (1u << MSV_SHARE_RETAINED)) {
 			snprintf(buf, sizeof(buf),
@@ -731,7 +937,7 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 				 "collectives captured in CUDA graphs); with NCCL_GRAPH_REGISTER=0 (memsaver run sets it "
 				 "unless you did) NCCL copies instead and the memory is released",
 				 _msv_fmt_bytes((long long)shared.bytes, b1, sizeof(b1)));
-			json_array_append_new(recs, recommendation("set NCCL_GRAPH_REGISTER=0", "source", "shared",
+			json_array_append_new(recs, recommendation("set NCCL_GRAPH_REGISTER=0", "site", top_site,
 								   (int64_t)shared.bytes, buf));
 		}
 	}
@@ -775,14 +981,33 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 	} drv[] = {
 		{MSV_DRV_MODULES, "driver:modules", "modules loaded by the driver (kernels, globals)"},
 		{MSV_DRV_GRAPH_EXEC, "driver:graph_exec",
-		 "instantiated CUDA graphs (driver-internal, not in the graph pool)"},
+		 "CUDA graph capture and instantiation (driver-internal, not in the graph pool)"},
 		{MSV_DRV_LIBRARY, "driver:library", "library handles (cuBLAS, cuDNN, NCCL) creation"},
+		{MSV_DRV_LAZY_LOAD, "driver:lazy_load",
+		 "kernels loaded at their first launch (CUDA_MODULE_LOADING=LAZY), with what the library "
+		 "set up since the previous reading (handles, streams); sites are the library whose launch "
+		 "loaded them and the line that ran it"},
+		{MSV_DRV_UNOBSERVED, "driver:unobserved",
+		 "device memory that appeared between two observed events with no driver call memsaver "
+		 "sees (library handles, streams, memory pools, functions loaded within an already loaded "
+		 "module); each site is the interval, named by the events that bound it"},
 	};
 	for (size_t i = 0; i < sizeof(drv) / sizeof(drv[0]); i++) {
 		uint64_t b = st->driver[drv[i].cause];
-		if (!b)
+		struct bucket *bk = &st->drv_sites[drv[i].cause];
+		if (!b && !bk->count)
 			continue;
-		json_array_append_new(sources, source_new(drv[i].name, (int64_t)b, 0, drv[i].reason, NULL));
+		json_t *s = source_new(drv[i].name, (int64_t)b, bk->count, drv[i].reason, bucket_sites(bk));
+		if (st->ck_on)
+			json_object_set_new(s, "measured",
+					    json_string(drv[i].cause == MSV_DRV_MODULES ||
+								drv[i].cause == MSV_DRV_GRAPH_EXEC ||
+								drv[i].cause == MSV_DRV_LIBRARY ?
+							"device-memory delta around the call, minus allocations "
+							"recorded meanwhile" :
+							"device-memory delta since the previous reading (an "
+							"observed event), minus allocations recorded meanwhile"));
+		json_array_append_new(sources, s);
 		sum += b;
 	}
 	if (observe) {
@@ -854,6 +1079,30 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 		json_array_append_new(recs, recommendation("set CUDA_MODULE_LOADING=LAZY",
 							   "category", "driver:modules", m, buf));
 	}
+	int64_t un = (int64_t)st->driver[MSV_DRV_UNOBSERVED];
+	if (un >= REC_DRIVER_MIN) {
+		HASH_SORT(st->drv_sites[MSV_DRV_UNOBSERVED].sites, site_cmp);
+		const struct site_agg *top = st->drv_sites[MSV_DRV_UNOBSERVED].sites;
+		snprintf(buf, sizeof(buf),
+			 "%s appeared where no driver call explains it (largest: %s); memsaver.snapshot(LABEL) "
+			 "(msv_snapshot) around the code that runs there splits the interval and names it",
+			 _msv_fmt_bytes(un, b1, sizeof(b1)), top ? top->key : "?");
+		json_array_append_new(recs, recommendation("add snapshot markers", "category", "driver:unobserved",
+							   0, buf));
+	}
+	/* Driver-internal memory stays until the context is destroyed; only the
+	 * driver's process checkpoint (docs/deep-pause.md) releases it. */
+	int64_t drv_all = ctx_res;
+	for (size_t i = 0; i < sizeof(drv) / sizeof(drv[0]); i++)
+		drv_all += (int64_t)st->driver[drv[i].cause];
+	if (drv_all >= REC_DRIVER_MIN && !observe) {
+		snprintf(buf, sizeof(buf),
+			 "%s is the driver's own (context, loaded kernels, graphs, library state): no pause "
+			 "inside the process releases it; memsaver run --deep-ready and memsaver ctl pause "
+			 "--deep checkpoint it away with the context",
+			 _msv_fmt_bytes(drv_all, b1, sizeof(b1)));
+		json_array_append_new(recs, recommendation("pause --deep", "category", "driver", drv_all, buf));
+	}
 
 	for (int c = 0; c < MSV_CAT_COUNT; c++)
 		for (int r = 0; r < R_COUNT; r++)
@@ -888,8 +1137,10 @@ static json_t *phase_json(struct state *st, const struct msv_rec *r, const struc
 					      "count", (json_int_t)st->count[c]));
 	json_object_set_new(o, "categories", cats);
 	json_object_set_new(o, "app_vmm_bytes", jint((int64_t)st->vmm_bytes));
-	int64_t drv = (int64_t)(st->driver[1] + st->driver[2] + st->driver[3] + st->driver[4] -
-				st->ctx_trimmed);
+	uint64_t dsum = 0;
+	for (int c = 1; c < DRV_SLOTS; c++)
+		dsum += st->driver[c];
+	int64_t drv = (int64_t)(dsum - st->ctx_trimmed);
 	json_object_set_new(o, "driver_bytes", jint(drv));
 	return o;
 }
@@ -927,6 +1178,8 @@ static json_t *event_json(const struct msv_trace *t, const struct msv_rec *r)
 	json_object_set_new(o, "bytes", jint((int64_t)r->size));
 	json_object_set_new(o, "duration_ms", json_real((double)r->aux / 1e6));
 	json_object_set_new(o, pause ? "backup_bytes" : "restored_bytes", jint((int64_t)r->aux2));
+	if (pause)
+		json_object_set_new(o, "backup_skipped_bytes", jint((int64_t)r->site << 10));
 	json_object_set_new(o, "failed", json_boolean(r->flags & MSV_F_FAILED));
 	return o;
 }
@@ -1110,6 +1363,7 @@ json_t *_msv_report_build(const struct msv_trace *t)
 	json_object_set_new(tim, "pause_ms", pr ? json_real((double)pr->aux / 1e6) : json_null());
 	json_object_set_new(tim, "resume_ms", rr ? json_real((double)rr->aux / 1e6) : json_null());
 	json_object_set_new(tim, "backup_bytes", pr ? jint((int64_t)pr->aux2) : json_null());
+	json_object_set_new(tim, "backup_skipped_bytes", pr ? jint((int64_t)pr->site << 10) : json_null());
 	json_object_set_new(tim, "restore_bytes", rr ? jint((int64_t)rr->aux2) : json_null());
 	json_object_set_new(tim, "backup_gbps", pr ? gbps(pr->aux2, pr->pysite) : json_null());
 	json_object_set_new(tim, "restore_gbps", rr ? gbps(rr->aux2, rr->pysite) : json_null());
@@ -1134,6 +1388,9 @@ json_t *_msv_report_build(const struct msv_trace *t)
 		free(v);
 	}
 	free(st.tl);
+	for (int c = 0; c < DRV_SLOTS; c++)
+		bucket_clear(&st.drv_sites[c]);
+	free(st.ck_prev);
 	if (st.oom) {
 		json_decref(rep);
 		return NULL;

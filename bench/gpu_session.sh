@@ -3,7 +3,9 @@
 # figures and the exact commands).  Writes JSON lines and logs to $OUT (or
 # ./gpu-out).  Parts: exit (2-rank shutdown with and without the fix),
 # tp (200-cycle tensor-parallel loop, --graph-register, peer access),
-# single (bench engine parity, mixed segments).  usage: bench/gpu_session.sh PART...
+# single (bench engine parity, mixed segments), rss (driver host memory over
+# VMM cycles), attach (memsaver attach), tms (torch_memory_saver drop-in),
+# deep (deep pause).  usage: bench/gpu_session.sh PART...
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/gpu-out}
@@ -39,7 +41,48 @@ for part in "$@"; do
 		timeout 300 python3 "$ROOT/bench/proof.py" --build "$BUILD" --cycles 20 --skip-baseline \
 			--out "$OUT/proof" 2> "$OUT/proof.log" | tee -a "$OUT/results.jsonl"
 		;;
+	mixed)
+		timeout 120 python3 "$ROOT/bench/mixed_segments.py" 2> "$OUT/mixed.log" | tee -a "$OUT/results.jsonl"
+		;;
+	speed)
+		timeout 120 "$BUILD/bin/bench-pin_bw" 4 | tee -a "$OUT/results.jsonl"
+		mkdir -p "$OUT/skip"
+		timeout 240 "$BUILD/bin/memsaver" run -p "$ROOT/bench/policies/wrap-all.json" --trace "$OUT/skip/skip.trace" -- \
+			python3 "$ROOT/bench/skip_check.py" --cycles 20 > "$OUT/skip.jsonl" 2> "$OUT/skip/skip.log"
+		tail -n 1 "$OUT/skip.jsonl" | tee -a "$OUT/results.jsonl"
+		"$BUILD/bin/memsaver" analyze "$OUT/skip/skip.trace" -o "$OUT/skip/skip-report.json" &&
+			python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"bench":"skip_events","pauses":[{k:e.get(k) for k in ("duration_ms","backup_bytes","backup_skipped_bytes")} for e in r["events"] if e["kind"]=="pause"]}))' \
+			"$OUT/skip/skip-report.json" | tee -a "$OUT/results.jsonl"
+		;;
+	residue)
+		mkdir -p "$OUT/residue"
+		OUT=$OUT/residue timeout 360 python3 "$ROOT/bench/residue.py" --build "$BUILD" > "$OUT/residue.jsonl" 2> "$OUT/residue/residue.log"
+		echo "{\"bench\":\"residue\",\"rc\":$?}" | tee -a "$OUT/results.jsonl"
+		grep '"bench": "residue"' "$OUT/residue.jsonl" | cut -c1-1500 | tee -a "$OUT/results.jsonl"
+		;;
+	rss)
+		timeout 120 "$BUILD/bin/bench-vmm_rss" 40 100 | tee -a "$OUT/results.jsonl"
+		;;
+	attach)
+		OUT=$OUT/attach BUILD=$BUILD timeout 240 bash "$ROOT/bench/attach_proof.sh" > "$OUT/attach.jsonl" 2>&1
+		echo "{\"bench\":\"attach_proof\",\"rc\":$?}" | tee -a "$OUT/results.jsonl"
+		;;
+	tms)
+		mkdir -p "$OUT/tms"
+		(cd "$OUT/tms" && OUT=$OUT/tms timeout 240 "$BUILD/bin/memsaver" run -o "$OUT/tms/tms-report.json" -- \
+			env PYTHONPATH="$ROOT/tools/python" python3 "$ROOT/bench/tms_dropin.py" --cycles 5) \
+			> "$OUT/tms.jsonl" 2> "$OUT/tms/tms.log"
+		echo "{\"bench\":\"tms_dropin\",\"rc\":$?}" | tee -a "$OUT/results.jsonl"
+		tail -n 1 "$OUT/tms.jsonl" | tee -a "$OUT/results.jsonl"
+		;;
+	deep)
+		mkdir -p "$OUT/deep"
+		OUT=$OUT/deep timeout 300 python3 "$ROOT/bench/deep_pause.py" --build "$BUILD" --cycles "${DEEP_CYCLES:-20}" \
+			> "$OUT/deep.jsonl" 2> "$OUT/deep/deep.log"
+		echo "{\"bench\":\"deep_pause\",\"rc\":$?}" | tee -a "$OUT/results.jsonl"
+		tail -n 1 "$OUT/deep.jsonl" | tee -a "$OUT/results.jsonl"
+		;;
 	esac
 done
-tar czf "$OUT/../gpu-logs.tgz" -C "$OUT" . 2>/dev/null && mv "$OUT/../gpu-logs.tgz" "$OUT/" 2>/dev/null
+tar czf /tmp/gpu-logs.tgz --exclude='*.trace' -C "$OUT" . 2>/dev/null && mv /tmp/gpu-logs.tgz "$OUT/" 2>/dev/null
 exit 0

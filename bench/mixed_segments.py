@@ -39,12 +39,22 @@ def phase_of(frames, phases):
 
 def analyse(name, phases):
     snap = torch.cuda.memory._snapshot()
-    segs = mixed = unsafe = 0
+    # The category memsaver gives a segment is that of the call that made it:
+    # the frames of its segment_alloc event in the allocator's history.
+    made = {}
+    for trace in snap.get("device_traces", []):
+        for ev in trace:
+            if ev.get("action") == "segment_alloc":
+                made[ev["addr"]] = phase_of(ev.get("frames"), phases)
+    segs = mixed = unsafe = unknown = 0
     mixed_bytes = unsafe_bytes = 0
     details = []
     for s in snap["segments"]:
         segs += 1
-        owner = phase_of(s.get("frames"), phases)
+        owner = made.get(s["address"])
+        if owner is None:
+            unknown += 1
+            owner = "unknown"
         live = [b for b in s["blocks"] if b["state"] == "active_allocated"]
         cats, off = {}, 0
         foreign_unkept = 0
@@ -64,7 +74,8 @@ def analyse(name, phases):
             if owner in DISCARD and foreign_unkept:
                 unsafe += 1
                 unsafe_bytes += foreign_unkept
-    print(json.dumps({"bench": "mixed_segments", "workload": name, "segments": segs, "mixed_segments": mixed,
+    print(json.dumps({"bench": "mixed_segments", "workload": name, "segments": segs,
+                      "segments_made_before_recording": unknown, "mixed_segments": mixed,
                       "mixed_segment_bytes": mixed_bytes, "discard_segments_with_foreign_data_outside_tail": unsafe,
                       "foreign_bytes_lost_by_discard": unsafe_bytes, "examples": details}), flush=True)
 

@@ -7,7 +7,7 @@ writes the report while paused, resumes and checks parity:
   bench    bench/engines/qwen_like.py (policy bench/policies/qwen-bench.json), the
            engine of bench/proof.py with CUDA graphs;
   hf       a small Llama-shaped model from a config with random weights, HF
-           `generate` with a static cache and torch.compile(mode="reduce-overhead")
+           `generate` with a static cache and torch.compile (inductor)
            (inductor, Triton kernels, CUDA graphs), run by this file itself
            (--hf-engine); policy: the defaults, `other` backed up.
 
@@ -36,7 +36,7 @@ HF_POLICY = {"version": 1, "rules": [],
              "context": "trim"}
 HF_DOC = """A second PyTorch workload for issue 13 (held-out style): a small Llama-shaped
 model built from a config with random weights (no download), torch.compile
-(inductor, Triton kernels, mode="reduce-overhead": CUDA graphs) and HF
+(inductor, Triton kernels) and HF
 `generate` with a static cache.  Greedy-decodes a batch, holds (--hold-dir:
 writes HOLD_DIR/hold.0, waits for HOLD_DIR/go.0) so that `memsaver ctl` can
 pause and resume it, then decodes again and checks that the tokens are the
@@ -70,7 +70,12 @@ def hf_main(argv):
         model = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
     model.generation_config.pad_token_id = 0
     if not args.no_compile:
-        model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=False)
+        # Inductor with Triton kernels.  mode="reduce-overhead" (CUDA graphs) fails
+        # in generate on transformers 5.17: the static cache is created lazily
+        # inside the first compiled step, so its tensors are graph outputs that
+        # the next replay overwrites (seen on an H200, 2026-11-30).  The bench
+        # engine covers CUDA graphs.
+        model.forward = torch.compile(model.forward, mode="default", fullgraph=False)
     ids = torch.randint(1, cfg.vocab_size, (args.batch, args.prompt), device="cuda")
     mask = torch.ones_like(ids)
 

@@ -248,9 +248,10 @@ json_t *_msv_status_json(void)
 			       _msv_options()->session[0] ? _msv_options()->session : "default", "paused", plist,
 			       "categories", cats, "active", _msv_tracer_active(), "redirect",
 			       _msv_options()->redirect);
-	json_t *lp = p.valid ? json_pack("{s:f,s:f,s:f,s:I,s:I,s:b}", "ms", p.dur_ns / 1e6, "copy_ms",
+	json_t *lp = p.valid ? json_pack("{s:f,s:f,s:f,s:I,s:I,s:I,s:b}", "ms", p.dur_ns / 1e6, "copy_ms",
 					 p.copy_ns / 1e6, "unmap_ms", p.map_ns / 1e6, "released_bytes",
-					 (json_int_t)p.bytes, "backup_bytes", (json_int_t)p.copy_bytes, "ok", p.ok)
+					 (json_int_t)p.bytes, "backup_bytes", (json_int_t)p.copy_bytes,
+					 "backup_skipped_bytes", (json_int_t)p.skipped_bytes, "ok", p.ok)
 			     : json_null();
 	json_t *lr = s.valid ? json_pack("{s:f,s:f,s:f,s:I,s:I,s:b}", "ms", s.dur_ns / 1e6, "copy_ms",
 					 s.copy_ns / 1e6, "map_ms", s.map_ns / 1e6, "restored_bytes",

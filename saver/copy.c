@@ -5,7 +5,9 @@
 #include <stdatomic.h>
 #include <time.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
+#include "digest.h"
 #include "tracer/driver.h"
 #include "tracer/log.h"
 #include "tracer/options.h"
@@ -21,6 +23,13 @@ static struct {
 	CUstream s[MAX_STREAMS];
 	int n;
 } pools[MAX_CTX];
+
+/* Backups are whole 2 MiB pages (huge pages where the kernel gives them). */
+static size_t host_len(size_t len)
+{
+	size_t page = 2u << 20;
+	return len ? (len + page - 1) / page * page : page;
+}
 
 static int streams_for(const struct msv_driver *d, CUcontext ctx, CUstream **out)
 {
@@ -49,6 +58,42 @@ static int streams_for(const struct msv_driver *d, CUcontext ctx, CUstream **out
 
 enum dir { OUT, IN, ZERO };
 
+/* Host memory for a backup: anonymous memory with transparent huge pages,
+ * touched, then registered with the driver (page-locked for DMA).  Measured
+ * on an H200 (bench/pin_bw.c, 4 GiB): cuMemHostAlloc 4157 ms; mmap with
+ * MADV_HUGEPAGE + touch 1010 ms, cuMemHostRegister 108 ms; DtoH 55 GB/s
+ * into either.  The touch holds no driver lock; the registration does,
+ * briefly.  When registration fails the memory is used pageable (slower,
+ * synchronous copies).  *pinned says which. */
+static void *host_alloc(const struct msv_driver *d, size_t len, int *pinned)
+{
+	size_t mlen = host_len(len);
+	char *p = mmap(NULL, mlen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	madvise(p, mlen, MADV_HUGEPAGE);
+	for (size_t off = 0; off < mlen; off += 4096)
+		((volatile char *)p)[off] = 0;
+	*pinned = d->cuMemHostRegister && d->cuMemHostRegister(p, mlen, CU_MEMHOSTREGISTER_PORTABLE) == CUDA_SUCCESS;
+	if (!*pinned)
+		MSV_WARN("registering %zu bytes of host memory failed; backing up through pageable memory (slower)",
+			 mlen);
+	return p;
+}
+
+void _msv_copy_host_free(void *p, size_t len, int pinned)
+{
+	const struct msv_driver *d = _msv_drv();
+	if (!p)
+		return;
+	if (pinned && d && d->cuMemHostUnregister) {
+		MSV_BUSY_BEGIN();
+		d->cuMemHostUnregister(p);
+		MSV_BUSY_END();
+	}
+	munmap(p, host_len(len));
+}
+
 /* The background pinner may attach a buffer at any time: the pointer is
  * set under the regions lock, by whichever comes first. */
 static CUresult ensure_backup(const struct msv_driver *d, struct msv_region *r)
@@ -58,31 +103,20 @@ static CUresult ensure_backup(const struct msv_driver *d, struct msv_region *r)
 	_msv_regions_unlock();
 	if (have)
 		return CUDA_SUCCESS;
-	void *p = NULL;
 	int pinned = 0;
-	/* Portable: the pinning thread and the pausing thread may differ. */
-	if (d->cuMemHostAlloc && d->cuMemHostAlloc(&p, r->keep_len, CU_MEMHOSTALLOC_PORTABLE) == CUDA_SUCCESS) {
-		pinned = 1;
-	} else {
-		MSV_WARN("pinning %zu bytes of host memory failed; backing up through pageable memory (slower)",
-			 r->keep_len);
-		p = malloc(r->keep_len ? r->keep_len : 1);
-		if (!p)
-			return CUDA_ERROR_OUT_OF_MEMORY;
-	}
+	void *p = host_alloc(d, r->keep_len, &pinned);
+	if (!p)
+		return CUDA_ERROR_OUT_OF_MEMORY;
 	_msv_regions_lock();
 	int lost = r->backup != NULL;
 	if (!lost) {
 		r->backup = p;
 		r->backup_pinned = pinned;
+		r->backup_len = r->keep_len;
 	}
 	_msv_regions_unlock();
-	if (lost) {
-		if (pinned)
-			d->cuMemFreeHost(p);
-		else
-			free(p);
-	}
+	if (lost)
+		_msv_copy_host_free(p, r->keep_len, pinned);
 	return CUDA_SUCCESS;
 }
 
@@ -99,7 +133,8 @@ static CUresult chunk(const struct msv_driver *d, enum dir dir, CUdeviceptr dev,
 	return dir == OUT ? d->cuMemcpyDtoHAsync(host, dev, len, st) : d->cuMemcpyHtoDAsync(dev, host, len, st);
 }
 
-static CUresult run(struct msv_region **list, size_t n, enum dir dir, int wait)
+static CUresult run(struct msv_region **list, size_t n, enum dir dir, int wait, uint64_t *copied,
+		    uint64_t *skipped)
 {
 	const struct msv_driver *d = _msv_drv();
 	CUresult rc = CUDA_SUCCESS;
@@ -121,35 +156,50 @@ static CUresult run(struct msv_region **list, size_t n, enum dir dir, int wait)
 		int async = ns > 0 && (dir == ZERO || r->backup_pinned);
 		/* Chunks round-robin over the streams: both copy engines and
 		 * several DMA queues stay busy on large regions. */
+		size_t issued = 0;
 		for (size_t off = lo, k = 0; rc == CUDA_SUCCESS && off < hi; off += csize, k++) {
 			size_t len = hi - off < csize ? hi - off : csize;
+			if (dir == OUT && _msv_digest_unchanged(r, k)) {
+				*skipped += len;
+				continue;
+			}
 			rc = chunk(d, dir, r->va + off, dir == ZERO ? NULL : (char *)r->backup + (off - lo), len,
-				   ns ? s[k % (size_t)ns] : NULL, async);
+				   ns ? s[issued++ % (size_t)ns] : NULL, async);
+			if (copied)
+				*copied += len;
 		}
 		for (int k = 0; wait && k < ns; k++) {
 			CUresult sr = d->cuStreamSynchronize(s[k]);
 			if (rc == CUDA_SUCCESS)
 				rc = sr;
 		}
+		/* The backup now holds what the digests describe. */
+		if (dir == OUT && rc == CUDA_SUCCESS)
+			_msv_digest_commit(r);
 		d->cuCtxPopCurrent(&old);
 	}
 	MSV_BUSY_END();
 	return rc;
 }
 
-CUresult _msv_copy_out(struct msv_region **list, size_t n)
+CUresult _msv_copy_out(struct msv_region **list, size_t n, uint64_t *copied, uint64_t *skipped)
 {
-	return run(list, n, OUT, 1);
+	*copied = *skipped = 0;
+	/* Without digests (first pause, no kernel) everything is copied. */
+	_msv_digest_take(list, n, _msv_options()->chunk_bytes);
+	return run(list, n, OUT, 1, copied, skipped);
 }
 
 CUresult _msv_copy_in_async(struct msv_region **list, size_t n)
 {
-	return run(list, n, IN, 0);
+	uint64_t unused = 0;
+	return run(list, n, IN, 0, NULL, &unused);
 }
 
 CUresult _msv_copy_zero_async(struct msv_region **list, size_t n)
 {
-	return run(list, n, ZERO, 0);
+	uint64_t unused = 0;
+	return run(list, n, ZERO, 0, NULL, &unused);
 }
 
 CUresult _msv_copy_wait(void)
@@ -172,8 +222,8 @@ CUresult _msv_copy_wait(void)
 	return rc;
 }
 
-/* Pinning host memory runs at about 2 GB/s, so a first pause that pinned
- * its backups on the spot took 2.3 s for 4.5 GB on an H200.  A background
+/* Preparing host memory runs at about 4 GB/s (host_alloc), so a first pause
+ * that prepares its backups on the spot takes about 1 s for 4.5 GB.  A background
  * thread pins each backup ahead of the pause instead, once the engine has
  * stopped allocating for a moment: pinning holds driver locks, and doing it
  * during start-up slowed the weight load from 0.05 to 1.4 s.  The host
@@ -230,29 +280,27 @@ static void *pinner(void *arg)
 		_msv_regions_unlock();
 		if (!len)
 			continue;
-		void *p = NULL;
 		CUcontext old;
+		int pinned = 0;
 		MSV_BUSY_BEGIN();
 		int pushed = d->cuCtxPushCurrent(ctx) == CUDA_SUCCESS;
-		CUresult rc = d->cuMemHostAlloc(&p, len, CU_MEMHOSTALLOC_PORTABLE);
+		void *p = host_alloc(d, len, &pinned);
 		if (pushed)
 			d->cuCtxPopCurrent(&old);
 		MSV_BUSY_END();
-		if (rc != CUDA_SUCCESS)
-			continue; /* the pause pins (or falls back) itself */
+		if (!p)
+			continue; /* the pause allocates (or falls back) itself */
 		_msv_regions_lock();
 		r = _msv_regions_find(va);
 		int used = r && r->va == va && !r->backup && r->keep_len == len;
 		if (used) {
 			r->backup = p;
-			r->backup_pinned = 1;
+			r->backup_pinned = pinned;
+			r->backup_len = len;
 		}
 		_msv_regions_unlock();
-		if (!used) {
-			MSV_BUSY_BEGIN();
-			d->cuMemFreeHost(p);
-			MSV_BUSY_END();
-		}
+		if (!used)
+			_msv_copy_host_free(p, len, pinned);
 	}
 	return NULL;
 }

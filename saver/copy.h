@@ -1,8 +1,9 @@
 /* Bulk copies between device regions and host backups: chunked
  * asynchronous copies spread over several streams per context, so the
- * copy engines of both directions stay busy.  Host buffers are pinned
- * (cuMemHostAlloc), allocated on the first pause of a region and kept for
- * the next one; when pinning fails the copy falls back to pageable memory
+ * copy engines of both directions stay busy.  Host buffers are huge-page
+ * memory registered with the driver, allocated on the first pause of a
+ * region (or ahead of it, MEMSAVER_PREPIN) and kept for the next one; when
+ * registration fails the copy falls back to pageable memory
  * (synchronous copies), and so it does when no copy stream can be created.
  * Called from the pause/resume thread only, on pinned regions, WITHOUT the
  * regions lock (they take it for the backup pointer). */
@@ -11,12 +12,15 @@
 
 #include <cuda.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "regions.h"
 
 /* Device -> host of each region's kept range (keep_off, keep_len; backup
- * buffers allocated as needed), then wait.  0 or the first failing CUresult. */
-CUresult _msv_copy_out(struct msv_region **list, size_t n);
+ * buffers allocated as needed), then wait.  Chunks unchanged since the
+ * region's last backup are skipped (saver/digest.h).  *copied and *skipped
+ * get the bytes of each.  0 or the first failing CUresult. */
+CUresult _msv_copy_out(struct msv_region **list, size_t n, uint64_t *copied, uint64_t *skipped);
 /* Host -> device from each region's backup into its kept range; returns
  * once issued (see _msv_copy_wait). */
 CUresult _msv_copy_in_async(struct msv_region **list, size_t n);
@@ -25,6 +29,9 @@ CUresult _msv_copy_in_async(struct msv_region **list, size_t n);
 CUresult _msv_copy_zero_async(struct msv_region **list, size_t n);
 /* Wait for every issued copy and fill; the first failure, if any. */
 CUresult _msv_copy_wait(void);
+/* Free a backup buffer of a region whose keep_len was len (pinned: it was
+ * registered with the driver). */
+void _msv_copy_host_free(void *p, size_t len, int pinned);
 /* Pin the host backup of the region at va in the background (its keep_len
  * must be set); a pause that comes first pins it itself.  Never blocks. */
 void _msv_copy_prepin(CUdeviceptr va);

@@ -190,11 +190,11 @@ static void names(unsigned mask, char *buf, size_t len)
 }
 
 static void record(int type, unsigned mask, uint64_t bytes, uint64_t dur, uint64_t copy_bytes,
-		   uint64_t copy_ns, int ok)
+		   uint64_t skipped, uint64_t copy_ns, int ok)
 {
 	struct msv_rec r = {.type = (uint16_t)type, .addr = mask, .size = bytes, .aux = dur,
 			    .aux2 = copy_bytes, .pysite = (uint32_t)(copy_ns / 1000),
-			    .flags = ok ? 0 : MSV_F_FAILED};
+			    .site = (uint32_t)(skipped >> 10), .flags = ok ? 0 : MSV_F_FAILED};
 	_msv_tracer_record(&r);
 }
 
@@ -293,7 +293,7 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 			snprintf(err, errlen, "pause: synchronizing the GPU failed: %s; nothing was released",
 				 _msv_cu_error(cr));
 		rc = cr == CUDA_ERROR_TIMEOUT ? -ETIMEDOUT : -EIO;
-		record(MSV_REC_PAUSE, mask, 0, _msv_now_ns() - t0, 0, 0, 0);
+		record(MSV_REC_PAUSE, mask, 0, _msv_now_ns() - t0, 0, 0, 0, 0);
 		goto out;
 	}
 	_msv_tracer_phase("before_pause");
@@ -305,19 +305,17 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 	_msv_regions_lock();
 	for (size_t i = 0; bl && i < n; i++)
 		if (_msv_region_keep(list[i], _msv_policy_action(_msv_tracer_policy(), list[i]->cat)) &&
-		    !list[i]->stale) {
+		    !list[i]->stale)
 			bl[nb++] = list[i];
-			backup_bytes += list[i]->keep_len;
-		}
 	_msv_regions_unlock();
-	uint64_t c0 = _msv_now_ns();
-	cr = bl ? _msv_copy_out(bl, nb) : CUDA_ERROR_OUT_OF_MEMORY;
+	uint64_t c0 = _msv_now_ns(), skipped = 0;
+	cr = bl ? _msv_copy_out(bl, nb, &backup_bytes, &skipped) : CUDA_ERROR_OUT_OF_MEMORY;
 	uint64_t copy_ns = _msv_now_ns() - c0;
 	free(bl);
 	if (cr != CUDA_SUCCESS) {
 		snprintf(err, errlen, "pause: backup copy failed: %s; nothing was released", _msv_cu_error(cr));
 		rc = -EIO;
-		record(MSV_REC_PAUSE, mask, 0, _msv_now_ns() - t0, 0, copy_ns, 0);
+		record(MSV_REC_PAUSE, mask, 0, _msv_now_ns() - t0, 0, 0, copy_ns, 0);
 		goto out;
 	}
 	uint64_t released = 0, u0 = _msv_now_ns();
@@ -346,14 +344,15 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 	/* The pause record, then the reading that shows its effect: the
 	 * analyzer takes the first "pause" phase after a pause record. */
 	uint64_t dur = _msv_now_ns() - t0;
-	record(MSV_REC_PAUSE, mask, released, dur, backup_bytes, copy_ns, rc == 0);
+	record(MSV_REC_PAUSE, mask, released, dur, backup_bytes, skipped, copy_ns, rc == 0);
 	_msv_tracer_phase("pause");
 	last_pause = (struct msv_timing){.t_ns = t0, .dur_ns = dur, .bytes = released,
-					 .copy_bytes = backup_bytes, .copy_ns = copy_ns, .map_ns = unmap_ns,
-					 .ok = rc == 0, .valid = 1};
-	MSV_INFO("paused %s: %zu regions, %llu bytes released, %llu backed up; %.1f ms (copy %.1f, unmap %.1f)",
-		 cats, n, (unsigned long long)released, (unsigned long long)backup_bytes, dur / 1e6, copy_ns / 1e6,
-		 unmap_ns / 1e6);
+					 .copy_bytes = backup_bytes, .skipped_bytes = skipped, .copy_ns = copy_ns,
+					 .map_ns = unmap_ns, .ok = rc == 0, .valid = 1};
+	MSV_INFO("paused %s: %zu regions, %llu bytes released, %llu backed up, %llu unchanged since the last "
+		 "backup; %.1f ms (copy %.1f, unmap %.1f)",
+		 cats, n, (unsigned long long)released, (unsigned long long)backup_bytes,
+		 (unsigned long long)skipped, dur / 1e6, copy_ns / 1e6, unmap_ns / 1e6);
 out:
 	pop_ctx(pushed);
 	end(list, n, &mode);
@@ -476,7 +475,7 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 				 "categories stay paused and their backups are kept",
 				 cats, _msv_cu_error(cr));
 		rc = cr == CUDA_ERROR_OUT_OF_MEMORY ? -ENOMEM : -EIO;
-		record(MSV_REC_RESUME, mask, 0, _msv_now_ns() - t0, 0, copy_ns, 0);
+		record(MSV_REC_RESUME, mask, 0, _msv_now_ns() - t0, 0, 0, copy_ns, 0);
 		goto out;
 	}
 	_msv_regions_lock();
@@ -485,7 +484,7 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 	_msv_regions_unlock();
 	paused_mask &= ~mask;
 	uint64_t dur = _msv_now_ns() - t0;
-	record(MSV_REC_RESUME, mask, need, dur, restore_bytes, copy_ns, 1);
+	record(MSV_REC_RESUME, mask, need, dur, restore_bytes, 0, copy_ns, 1);
 	_msv_tracer_phase("resume");
 	last_resume = (struct msv_timing){.t_ns = t0, .dur_ns = dur, .bytes = need,
 					  .copy_bytes = restore_bytes, .copy_ns = copy_ns, .map_ns = map_ns,

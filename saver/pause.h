@@ -17,6 +17,7 @@ unsigned _msv_saver_paused(void);
 
 struct msv_timing {
 	uint64_t t_ns, dur_ns, bytes, copy_bytes, copy_ns;
+	uint64_t skipped_bytes; /* pause: backup bytes unchanged since the last backup, not copied */
 	uint64_t map_ns; /* pause: unmap + release; resume: create + map + access */
 	int ok, valid;
 };

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "app_vmm.h"
+#include "copy.h"
 #include "tracer/driver.h"
 #include "tracer/log.h"
 #include "tracer/thread.h"
@@ -357,12 +358,11 @@ CUresult _msv_region_destroy(struct msv_region *r)
 		CUresult fr = d->cuMemAddressFree(r->va, r->mapped);
 		if (rc == CUDA_SUCCESS)
 			rc = fr;
-		if (r->backup && r->backup_pinned)
-			d->cuMemFreeHost(r->backup);
 		MSV_BUSY_END();
 	}
-	if (r->backup && !r->backup_pinned)
-		free(r->backup);
+	_msv_copy_host_free(r->backup, r->backup_len, r->backup_pinned);
+	free(r->digest);
+	free(r->digest_new);
 	free(r->app);
 	free(r);
 	return rc;

@@ -35,8 +35,12 @@ struct msv_region {
 	int wrapped;          /* 1 = VMM region; 0 = pass-through allocation */
 	int resident;         /* physical memory mapped */
 	void *backup;         /* host copy of [keep_off, keep_off + keep_len), or NULL */
-	int backup_pinned;    /* backup came from cuMemHostAlloc */
+	int backup_pinned;    /* backup is registered with the driver (saver/copy.c) */
+	size_t backup_len;    /* bytes the backup buffer was made for */
 	size_t keep_off, keep_len; /* what a pause keeps: see _msv_region_keep */
+	/* Digests of the backup's chunks (saver/digest.h): two lanes a chunk. */
+	uint64_t *digest, *digest_new; /* what the backup holds; what the memory holds now */
+	size_t digest_n, digest_new_n, digest_chunk, digest_off;
 	int stale;            /* resident, but the backup holds the true contents (a
 			       * resume failed and could not unmap it again) */
 	unsigned shared;      /* 1 << enum msv_share_kind: referenced outside memsaver,

@@ -47,6 +47,10 @@
 	X(cuMemcpyHtoD)                   \
 	X(cuMemsetD8Async)                \
 	X(cuMemsetD8)                     \
+	X(cuModuleLoadData)               \
+	X(cuModuleGetFunction)            \
+	X(cuModuleUnload)                 \
+	X(cuLaunchKernel)                 \
 	X(cuStreamCreate)                 \
 	X(cuStreamDestroy)                \
 	X(cuStreamSynchronize)            \
@@ -56,6 +60,8 @@
 	X(cuEventDestroy)                 \
 	X(cuMemHostAlloc)                 \
 	X(cuMemFreeHost)                  \
+	X(cuMemHostRegister)              \
+	X(cuMemHostUnregister)            \
 	X(cuStreamGetCaptureInfo)         \
 	X(cuThreadExchangeStreamCaptureMode)
 

@@ -48,8 +48,9 @@ enum msv_rec_type {
 	MSV_REC_DRIVER = 10, /* driver-internal delta: .api = enum msv_driver_cause,
 	                        .size = bytes (int64 stored as two's complement) */
 	MSV_REC_PAUSE = 11,  /* .addr = category mask, .size = bytes released,
-	                        .aux = duration ns, .aux2 = bytes backed up,
-	                        .pysite = backup copy time in us, flags MSV_F_FAILED */
+	                        .aux = duration ns, .aux2 = bytes backed up (copied),
+	                        .pysite = backup copy time in us, .site = backup KiB
+	                        skipped as unchanged since the last backup, flags MSV_F_FAILED */
 	MSV_REC_RESUME = 12, /* .addr = category mask, .size = bytes restored,
 	                        .aux = duration ns, .aux2 = bytes restored from backup,
 	                        .pysite = restore copy time in us, flags MSV_F_FAILED */

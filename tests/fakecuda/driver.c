@@ -4,6 +4,7 @@
  * One mutex (g_lock) guards all state.  It is never held while a CUPTI
  * callback or InitializeInjection runs, so tools may call back in. */
 #include "driver_internal.h"
+#include "saver/digest_mix.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -3190,6 +3191,71 @@ static CUresult module_unload(CUmodule m)
 
 FC_EXPORT CUresult cuModuleUnload(CUmodule hmod)
 TRACE(cuModuleUnload, module_unload(hmod), hmod)
+
+/* Kernels: the fake runs one, memsaver's backup digest (saver/digest.cu),
+ * on the host with the same arithmetic (saver/digest_mix.h), so the
+ * skip-unchanged path of a pause is exercised without a GPU.  Any other
+ * function is CUDA_ERROR_NOT_FOUND. */
+struct CUfunc_st {
+	CUmodule mod;
+};
+
+static CUresult module_get_function(CUfunction *out, CUmodule m, const char *name)
+{
+	static struct CUfunc_st digest;
+	NEED_INIT();
+	if (!out || !m || !name)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (strcmp(name, "msv_digest") != 0)
+		return CUDA_ERROR_NOT_FOUND;
+	digest.mod = m;
+	*out = &digest;
+	return CUDA_SUCCESS;
+}
+
+FC_EXPORT CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name)
+TRACE(cuModuleGetFunction, module_get_function(hfunc, hmod, name), hfunc, hmod, name)
+
+static CUresult launch(CUfunction f, unsigned gx, unsigned bx, CUstream s, void **args)
+{
+	NEED_INIT();
+	if (!f || !args || !gx || !bx)
+		return CUDA_ERROR_INVALID_VALUE;
+	const unsigned char *base = *(const unsigned char **)args[0];
+	uint64_t len = *(uint64_t *)args[1], chunk = *(uint64_t *)args[2];
+	uint64_t *out = *(uint64_t **)args[3];
+	struct CUstream_st *st;
+	LOCK();
+	CUresult rc = stream_get_locked(s, &st);
+	if (!rc && ((uint64_t)gx * chunk < len || check_dev_locked((uintptr_t)base, len, 0) ||
+		    check_dev_locked((uintptr_t)out, (size_t)gx * 16, 1)))
+		rc = CUDA_ERROR_ILLEGAL_ADDRESS;
+	for (uint64_t b = 0; !rc && b < gx; b++) {
+		uint64_t lo = b * chunk, hi = lo + chunk < len ? lo + chunk : len, a0 = 0, a1 = 0, n = 0;
+		for (uint64_t off = lo; off < hi; off += 8, n++) {
+			uint64_t v = 0;
+			memcpy(&v, base + off, hi - off < 8 ? hi - off : 8);
+			a0 += msv_digest_mix(v, n, MSV_DIGEST_KEY0);
+			a1 += msv_digest_mix(v, n, MSV_DIGEST_KEY1);
+		}
+		out[2 * b] = a0;
+		out[2 * b + 1] = a1;
+	}
+	UNLOCK();
+	return rc;
+}
+
+FC_EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ,
+				  unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ,
+				  unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra)
+TRACE(cuLaunchKernel, launch(f, gridDimX, blockDimX, hStream, kernelParams), f, gridDimX, gridDimY, gridDimZ,
+      blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams, extra)
+FC_EXPORT CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
+				       unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY,
+				       unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream,
+				       void **kernelParams, void **extra)
+TRACE(cuLaunchKernel_ptsz, launch(f, gridDimX, blockDimX, hStream, kernelParams), f, gridDimX, gridDimY,
+      gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams, extra)
 
 static CUresult library_load(CUlibrary *out, const void *code)
 {

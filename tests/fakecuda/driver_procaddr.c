@@ -154,6 +154,8 @@ static const struct proc g_procs[] = {
 	P1(cuGraphExecDestroy, 10000, cuGraphExecDestroy)
 	P(cuGraphLaunch, 10000, cuGraphLaunch, cuGraphLaunch_ptsz)
 	P1(cuModuleLoadData, 2000, cuModuleLoadData)
+	P1(cuModuleGetFunction, 2000, cuModuleGetFunction)
+	P(cuLaunchKernel, 4000, cuLaunchKernel, cuLaunchKernel_ptsz)
 	P1(cuModuleLoadDataEx, 2010, cuModuleLoadDataEx)
 	P1(cuModuleLoadFatBinary, 2000, cuModuleLoadFatBinary)
 	P1(cuModuleUnload, 2000, cuModuleUnload)

@@ -576,6 +576,59 @@ START_TEST(test_exported_stays_resident)
 }
 END_TEST
 
+/* The last pause record of this process's trace. */
+static struct msv_rec last_pause(void)
+{
+	size_t n;
+	struct msv_rec *r = trace_records(&n), got = {0};
+	for (size_t i = 0; i < n; i++)
+		if (r[i].type == MSV_REC_PAUSE)
+			got = r[i];
+	free(r);
+	return got;
+}
+
+/* A pause copies only the backup chunks that changed since the last backup
+ * (saver/digest.h; the fake runs the digest kernel): nothing the second
+ * time, exactly the changed chunk after one byte changed, and the backup
+ * always has the byte. */
+START_TEST(test_backup_skips_unchanged)
+{
+	cuda_up();
+	size_t size = 40 * MiB, chunk = 16 * MiB; /* MEMSAVER_CHUNK default */
+	CUdeviceptr w;
+	CU_OK(D.alloc(&w, size));
+	fill(w, size, 51);
+	ck_assert_int_eq(D.pause(NULL), 0);
+	struct msv_rec p = last_pause();
+	ck_assert_uint_eq(p.aux2, size);
+	ck_assert_uint_eq(p.site, 0);
+	ck_assert_int_eq(D.resume(NULL), 0);
+	ck_assert_int_eq(D.pause(NULL), 0);
+	p = last_pause();
+	ck_assert_msg(p.aux2 == 0 && (uint64_t)p.site << 10 == size, "unchanged backup: copied %llu, skipped %llu KiB",
+		      (unsigned long long)p.aux2, (unsigned long long)p.site);
+	ck_assert_int_eq(D.resume(NULL), 0);
+	ck_assert(check(w, size, 51));
+	/* An RL weight update between pauses: one byte in the second chunk. */
+	unsigned char b = 0;
+	CU_OK(D.dtoh(&b, w + chunk + 5, 1));
+	b ^= 0x5a;
+	CU_OK(D.htod(w + chunk + 5, &b, 1));
+	ck_assert_int_eq(D.pause(NULL), 0);
+	p = last_pause();
+	ck_assert_uint_eq(p.aux2, chunk);
+	ck_assert_uint_eq((uint64_t)p.site << 10, size - chunk);
+	ck_assert_int_eq(D.resume(NULL), 0);
+	unsigned char got = 0;
+	CU_OK(D.dtoh(&got, w + chunk + 5, 1));
+	ck_assert_msg(got == b, "the changed byte was not backed up");
+	CU_OK(D.htod(w + chunk + 5, (unsigned char[]){(unsigned char)(b ^ 0x5a)}, 1));
+	ck_assert(check(w, size, 51));
+	CU_OK(D.free(w));
+}
+END_TEST
+
 /* Wrapped memory is registrable for GPUDirect RDMA like cuMemAlloc memory. */
 START_TEST(test_rdma_capable)
 {
@@ -694,6 +747,7 @@ int main(void)
 	tcase_add_test(tc, test_stale_region_keeps_backup);
 	tcase_add_test(tc, test_stale_region_restored_by_next_resume);
 	tcase_add_test(tc, test_rdma_capable);
+	tcase_add_test(tc, test_backup_skips_unchanged);
 	tcase_add_test(tc, test_retained_never_duplicated);
 	tcase_add_test(tc, test_exported_stays_resident);
 	tcase_add_test(tc, test_concurrent_report_writes);

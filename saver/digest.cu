@@ -1,0 +1,42 @@
+// The backup digest kernel: one block per chunk of a region's kept range,
+// two 64-bit lanes per chunk (saver/digest_mix.h).  Built into a fatbin
+// (sm_80, sm_90 and PTX) that saver/digest.c loads with cuModuleLoadData.
+#include "saver/digest_mix.h"
+
+#define THREADS 512
+
+extern "C" __global__ void __launch_bounds__(THREADS)
+	msv_digest(const unsigned char *base, unsigned long long len, unsigned long long chunk,
+		   unsigned long long *out)
+{
+	__shared__ unsigned long long sa[THREADS / 32], sb[THREADS / 32];
+	unsigned long long lo = (unsigned long long)blockIdx.x * chunk;
+	unsigned long long hi = lo + chunk < len ? lo + chunk : len;
+	unsigned long long n = (hi - lo) / 8, a = 0, b = 0;
+	const unsigned long long *w = (const unsigned long long *)(base + lo);
+	for (unsigned long long i = threadIdx.x; i < n; i += THREADS) {
+		unsigned long long v = __ldg(w + i);
+		a += msv_digest_mix(v, i, MSV_DIGEST_KEY0);
+		b += msv_digest_mix(v, i, MSV_DIGEST_KEY1);
+	}
+	if (threadIdx.x == 0 && (hi - lo) % 8) {
+		unsigned long long v = 0;
+		for (unsigned k = 0; k < (hi - lo) % 8; k++)
+			v |= (unsigned long long)base[lo + n * 8 + k] << (8 * k);
+		a += msv_digest_mix(v, n, MSV_DIGEST_KEY0);
+		b += msv_digest_mix(v, n, MSV_DIGEST_KEY1);
+	}
+	for (int o = 16; o > 0; o /= 2) {
+		a += __shfl_down_sync(0xffffffffu, a, o);
+		b += __shfl_down_sync(0xffffffffu, b, o);
+	}
+	if (threadIdx.x % 32 == 0)
+		sa[threadIdx.x / 32] = a, sb[threadIdx.x / 32] = b;
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		for (int k = 1; k < THREADS / 32; k++)
+			a += sa[k], b += sb[k];
+		out[2 * blockIdx.x] = a;
+		out[2 * blockIdx.x + 1] = b;
+	}
+}
