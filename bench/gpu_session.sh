@@ -2,10 +2,10 @@
 # One device call of the GPU proofs of the saver (docs/results.md lists the
 # figures and the exact commands).  Writes JSON lines and logs to $OUT (or
 # ./gpu-out).  Parts: exit (2-rank shutdown with and without the fix),
-# tp (200-cycle tensor-parallel loop, --graph-register, peer access),
+# tp (200-cycle tensor-parallel loop), share (--graph-register, peer access),
 # single (bench engine parity, mixed segments), rss (driver host memory over
 # VMM cycles), attach (memsaver attach), tms (torch_memory_saver drop-in),
-# deep (deep pause).  usage: bench/gpu_session.sh PART...
+# deep (deep pause), residue, expandable.  usage: bench/gpu_session.sh PART...
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/gpu-out}
@@ -30,6 +30,8 @@ for part in "$@"; do
 		timeout 420 python3 "$ROOT/bench/proof_tp2.py" --build "$BUILD" --cycles "${TP_CYCLES:-200}" \
 			--out "$OUT/tp200" > "$OUT/tp200.jsonl"
 		tail -n 1 "$OUT/tp200.jsonl" | tee -a "$OUT/results.jsonl"
+		;;
+	share)
 		timeout 200 python3 "$ROOT/bench/proof_tp2.py" --build "$BUILD" --cycles 5 --graph-register \
 			--out "$OUT/tp-register" > "$OUT/tp-register.jsonl"
 		tail -n 1 "$OUT/tp-register.jsonl" | tee -a "$OUT/results.jsonl"
@@ -56,9 +58,17 @@ for part in "$@"; do
 		;;
 	residue)
 		mkdir -p "$OUT/residue"
-		OUT=$OUT/residue timeout 360 python3 "$ROOT/bench/residue.py" --build "$BUILD" > "$OUT/residue.jsonl" 2> "$OUT/residue/residue.log"
+		OUT=$OUT/residue timeout 360 python3 "$ROOT/bench/residue.py" --build "$BUILD" ${RESIDUE_ONLY:+--only $RESIDUE_ONLY} \
+			> "$OUT/residue.jsonl" 2> "$OUT/residue/residue.log"
 		echo "{\"bench\":\"residue\",\"rc\":$?}" | tee -a "$OUT/results.jsonl"
 		grep '"bench": "residue"' "$OUT/residue.jsonl" | cut -c1-1500 | tee -a "$OUT/results.jsonl"
+		;;
+	expandable)
+		mkdir -p "$OUT/expandable"
+		OUT=$OUT/expandable timeout 300 python3 "$ROOT/bench/expandable.py" --build "$BUILD" --cycles 20 \
+			> "$OUT/expandable.jsonl" 2> "$OUT/expandable/expandable.log"
+		echo "{\"bench\":\"expandable\",\"rc\":$?}" | tee -a "$OUT/results.jsonl"
+		cut -c1-1500 "$OUT/expandable.jsonl" | tee -a "$OUT/results.jsonl"
 		;;
 	rss)
 		timeout 120 "$BUILD/bin/bench-vmm_rss" 40 100 | tee -a "$OUT/results.jsonl"

@@ -596,9 +596,13 @@ START_TEST(test_backup_skips_unchanged)
 {
 	cuda_up();
 	size_t size = 40 * MiB, chunk = 16 * MiB; /* MEMSAVER_CHUNK default */
-	CUdeviceptr w;
+	size_t small = 6 * MiB + 100;              /* a second region: one short chunk */
+	CUdeviceptr w, w2;
 	CU_OK(D.alloc(&w, size));
+	CU_OK(D.alloc(&w2, small));
 	fill(w, size, 51);
+	fill(w2, small, 52);
+	size += small; /* what every pause keeps */
 	ck_assert_int_eq(D.pause(NULL), 0);
 	struct msv_rec p = last_pause();
 	ck_assert_uint_eq(p.aux2, size);
@@ -606,26 +610,32 @@ START_TEST(test_backup_skips_unchanged)
 	ck_assert_int_eq(D.resume(NULL), 0);
 	ck_assert_int_eq(D.pause(NULL), 0);
 	p = last_pause();
-	ck_assert_msg(p.aux2 == 0 && (uint64_t)p.site << 10 == size, "unchanged backup: copied %llu, skipped %llu KiB",
+	ck_assert_msg(p.aux2 == 0 && p.site == size >> 10, "unchanged backup: copied %llu, skipped %llu KiB",
 		      (unsigned long long)p.aux2, (unsigned long long)p.site);
 	ck_assert_int_eq(D.resume(NULL), 0);
-	ck_assert(check(w, size, 51));
-	/* An RL weight update between pauses: one byte in the second chunk. */
-	unsigned char b = 0;
+	ck_assert(check(w, size - small, 51));
+	ck_assert(check(w2, small, 52));
+	/* An RL weight update between pauses: one byte in the second chunk of
+	 * the first region, the last byte of the second region. */
+	unsigned char b = 0, b2 = 0;
 	CU_OK(D.dtoh(&b, w + chunk + 5, 1));
-	b ^= 0x5a;
+	CU_OK(D.dtoh(&b2, w2 + small - 1, 1));
+	b ^= 0x5a, b2 ^= 0xa5;
 	CU_OK(D.htod(w + chunk + 5, &b, 1));
+	CU_OK(D.htod(w2 + small - 1, &b2, 1));
 	ck_assert_int_eq(D.pause(NULL), 0);
 	p = last_pause();
-	ck_assert_uint_eq(p.aux2, chunk);
-	ck_assert_uint_eq((uint64_t)p.site << 10, size - chunk);
+	ck_assert_uint_eq(p.aux2, chunk + small);
+	ck_assert_uint_eq(p.site, (size - chunk - small) >> 10); /* the record counts KiB */
 	ck_assert_int_eq(D.resume(NULL), 0);
-	unsigned char got = 0;
+	unsigned char got = 0, got2 = 0;
 	CU_OK(D.dtoh(&got, w + chunk + 5, 1));
-	ck_assert_msg(got == b, "the changed byte was not backed up");
+	CU_OK(D.dtoh(&got2, w2 + small - 1, 1));
+	ck_assert_msg(got == b && got2 == b2, "a changed byte was not backed up");
 	CU_OK(D.htod(w + chunk + 5, (unsigned char[]){(unsigned char)(b ^ 0x5a)}, 1));
-	ck_assert(check(w, size, 51));
+	ck_assert(check(w, size - small, 51));
 	CU_OK(D.free(w));
+	CU_OK(D.free(w2));
 }
 END_TEST
 
