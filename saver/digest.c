@@ -15,6 +15,7 @@ extern const unsigned char _msv_digest_image[];
 extern const size_t _msv_digest_image_len;
 
 #define MAX_CTX 16
+#define BLOCK_BYTES (512u << 10)
 
 /* Per context: the module, the function, a stream and the device buffer
  * the digests land in.  Module and buffer live only for one digest pass
@@ -128,6 +129,9 @@ CUresult _msv_digest_take(struct msv_region **list, size_t n, size_t chunk)
 		CUresult rc = d->cuCtxPushCurrent(ctxs[k].ctx);
 		if (rc == CUDA_SUCCESS) {
 			rc = ensure_out(d, k, total[k]);
+			/* The blocks of a chunk add their lanes into it. */
+			if (rc == CUDA_SUCCESS)
+				rc = d->cuMemsetD8Async(ctxs[k].out, 0, total[k] * 16, ctxs[k].stream);
 			d->cuCtxPopCurrent(&old);
 		}
 		if (rc == CUDA_SUCCESS && !(host[k] = malloc(total[k] * 16)))
@@ -142,10 +146,12 @@ CUresult _msv_digest_take(struct msv_region **list, size_t n, size_t chunk)
 			continue;
 		CUdeviceptr base = r->va + r->keep_off, out = ctxs[k].out + at[i] * 16;
 		unsigned long long len = r->keep_len, csz = chunk;
-		void *args[] = {&base, &len, &csz, &out};
+		/* Blocks of about 512 KiB: a region of one chunk still fills the GPU. */
+		unsigned bpc = (unsigned)((csz + BLOCK_BYTES - 1) / BLOCK_BYTES);
+		void *args[] = {&base, &len, &csz, &out, &bpc};
 		CUresult rc = d->cuCtxPushCurrent(r->ctx);
 		if (rc == CUDA_SUCCESS) {
-			rc = d->cuLaunchKernel(ctxs[k].fn, (unsigned)((len + csz - 1) / csz), 1, 1, 512, 1, 1, 0,
+			rc = d->cuLaunchKernel(ctxs[k].fn, (unsigned)((len + csz - 1) / csz) * bpc, 1, 1, 512, 1, 1, 0,
 					       ctxs[k].stream, args, NULL);
 			d->cuCtxPopCurrent(&old);
 		}

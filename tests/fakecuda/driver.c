@@ -3224,13 +3224,20 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned bx, CUstream s, void 
 	const unsigned char *base = *(const unsigned char **)args[0];
 	uint64_t len = *(uint64_t *)args[1], chunk = *(uint64_t *)args[2];
 	uint64_t *out = *(uint64_t **)args[3];
+	unsigned bpc = *(unsigned *)args[4];
+	uint64_t chunks = bpc ? gx / bpc : 0;
 	struct CUstream_st *st;
 	LOCK();
 	CUresult rc = stream_get_locked(s, &st);
-	if (!rc && ((uint64_t)gx * chunk < len || check_dev_locked((uintptr_t)base, len, 0) ||
-		    check_dev_locked((uintptr_t)out, (size_t)gx * 16, 1)))
+	if (!rc && (!bpc || gx % bpc || chunks * chunk < len || check_dev_locked((uintptr_t)base, len, 0) ||
+		    check_dev_locked((uintptr_t)out, (size_t)chunks * 16, 1)))
 		rc = CUDA_ERROR_ILLEGAL_ADDRESS;
-	for (uint64_t b = 0; !rc && b < gx; b++) {
+	/* Stream order: what was queued before the launch runs first
+	 * (FAKECUDA_DEFER_ASYNC); the kernel itself runs now. */
+	if (!rc)
+		opq_drain_locked(st ? &st->pending : &cur_ctx()->null_pending);
+	/* The GPU's blocks add into a zeroed buffer; the sums are the same. */
+	for (uint64_t b = 0; !rc && b < chunks; b++) {
 		uint64_t lo = b * chunk, hi = lo + chunk < len ? lo + chunk : len, a0 = 0, a1 = 0, n = 0;
 		for (uint64_t off = lo; off < hi; off += 8, n++) {
 			uint64_t v = 0;
@@ -3238,8 +3245,8 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned bx, CUstream s, void 
 			a0 += msv_digest_mix(v, n, MSV_DIGEST_KEY0);
 			a1 += msv_digest_mix(v, n, MSV_DIGEST_KEY1);
 		}
-		out[2 * b] = a0;
-		out[2 * b + 1] = a1;
+		out[2 * b] += a0;
+		out[2 * b + 1] += a1;
 	}
 	UNLOCK();
 	return rc;
