@@ -886,7 +886,11 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 			json_array_append_new(sources, s);
 			sum += b->bytes;
 			const char *cn = _msv_category_name(c);
-			if (r == R_KEEP) {
+			if (r == R_KEEP && c == MSV_CAT_COMM) {
+				/* NCCL exports its buffers to the other ranks: released memory
+				 * would be duplicated, not freed (docs/saver.md, the sharing
+				 * rule).  Only the driver's checkpoint takes it. */
+			} else if (r == R_KEEP) {
 				char act[96];
 				snprintf(act, sizeof(act), "set actions.%s to %s", cn,
 					 c == MSV_CAT_KV ? "discard" : "backup");
