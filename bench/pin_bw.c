@@ -12,12 +12,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
-static double now_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
+#include "bench_util.h"
 
 #define F(name) static __typeof__(&name) p_##name
 F(cuInit);
@@ -31,14 +26,6 @@ F(cuMemHostRegister);
 F(cuMemHostUnregister);
 F(cuMemcpyDtoH);
 
-#define CHECK(x)                                                                                   \
-	do {                                                                                       \
-		CUresult r_ = (x);                                                                 \
-		if (r_ != CUDA_SUCCESS) {                                                          \
-			fprintf(stderr, "%s:%d: %s failed: %d\n", __FILE__, __LINE__, #x, (int)r_); \
-			return 1;                                                                  \
-		}                                                                                  \
-	} while (0)
 
 int main(int argc, char **argv)
 {
@@ -60,38 +47,38 @@ int main(int argc, char **argv)
 	CUdevice dev;
 	CUcontext ctx;
 	CUdeviceptr d;
-	CHECK(p_cuInit(0));
-	CHECK(p_cuDeviceGet(&dev, 0));
-	CHECK(p_cuDevicePrimaryCtxRetain(&ctx, dev));
-	CHECK(p_cuCtxSetCurrent(ctx));
-	CHECK(p_cuMemAlloc(&d, size));
-	double t0 = now_ms();
+	BENCH_CHECK(p_cuInit(0));
+	BENCH_CHECK(p_cuDeviceGet(&dev, 0));
+	BENCH_CHECK(p_cuDevicePrimaryCtxRetain(&ctx, dev));
+	BENCH_CHECK(p_cuCtxSetCurrent(ctx));
+	BENCH_CHECK(p_cuMemAlloc(&d, size));
+	double t0 = bench_now_ms();
 	void *pinned;
-	CHECK(p_cuMemHostAlloc(&pinned, size, CU_MEMHOSTALLOC_PORTABLE));
-	double t1 = now_ms();
-	CHECK(p_cuMemcpyDtoH(pinned, d, size));
-	double t2 = now_ms();
+	BENCH_CHECK(p_cuMemHostAlloc(&pinned, size, CU_MEMHOSTALLOC_PORTABLE));
+	double t1 = bench_now_ms();
+	BENCH_CHECK(p_cuMemcpyDtoH(pinned, d, size));
+	double t2 = bench_now_ms();
 	printf("{\"bench\":\"pin_bw\",\"how\":\"cuMemHostAlloc\",\"gib\":%zu,\"prepare_ms\":%.1f,\"prepare_gbps\":%.2f,"
 	       "\"dtoh_gbps\":%.2f}\n", size >> 30, t1 - t0, size / (t1 - t0) / 1e6, size / (t2 - t1) / 1e6);
-	CHECK(p_cuMemFreeHost(pinned));
+	BENCH_CHECK(p_cuMemFreeHost(pinned));
 	for (int huge = 1; huge >= 0; huge--) {
-		double a0 = now_ms();
+		double a0 = bench_now_ms();
 		void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (p == MAP_FAILED)
 			return 1;
 		if (huge)
 			madvise(p, size, MADV_HUGEPAGE);
 		memset(p, 0, size);
-		double a1 = now_ms();
-		CHECK(p_cuMemHostRegister(p, size, CU_MEMHOSTREGISTER_PORTABLE));
-		double a2 = now_ms();
-		CHECK(p_cuMemcpyDtoH(p, d, size));
-		double a3 = now_ms();
+		double a1 = bench_now_ms();
+		BENCH_CHECK(p_cuMemHostRegister(p, size, CU_MEMHOSTREGISTER_PORTABLE));
+		double a2 = bench_now_ms();
+		BENCH_CHECK(p_cuMemcpyDtoH(p, d, size));
+		double a3 = bench_now_ms();
 		printf("{\"bench\":\"pin_bw\",\"how\":\"mmap%s+touch+cuMemHostRegister\",\"gib\":%zu,\"touch_ms\":%.1f,"
 		       "\"register_ms\":%.1f,\"prepare_gbps\":%.2f,\"dtoh_gbps\":%.2f}\n",
 		       huge ? "+MADV_HUGEPAGE" : "", size >> 30, a1 - a0, a2 - a1, size / (a2 - a0) / 1e6,
 		       size / (a3 - a2) / 1e6);
-		CHECK(p_cuMemHostUnregister(p));
+		BENCH_CHECK(p_cuMemHostUnregister(p));
 		munmap(p, size);
 	}
 	return 0;

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "bench_util.h"
+
 #define F(name) static __typeof__(&name) p_##name
 F(cuInit);
 F(cuDeviceGet);
@@ -29,21 +31,8 @@ F(cuCtxSynchronize);
 
 static CUcontext ctx;
 
-static double now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
-
-#define CHECK(x)                                                                    \
-	do {                                                                        \
-		CUresult r_ = (x);                                                  \
-		if (r_ != CUDA_SUCCESS) {                                           \
-			fprintf(stderr, "%s:%d: %s failed: %d\n", __FILE__, __LINE__, #x, r_); \
-			exit(1);                                                    \
-		}                                                                   \
-	} while (0)
+#define now bench_now_ms
+#define CHECK BENCH_CHECK
 
 struct job {
 	CUdeviceptr *va;

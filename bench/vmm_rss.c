@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "bench_util.h"
+
 #define F(name) static __typeof__(&name) p_##name
 F(cuInit);
 F(cuDeviceGet);
@@ -20,28 +22,6 @@ F(cuMemRelease);
 F(cuMemMap);
 F(cuMemUnmap);
 F(cuMemSetAccess);
-
-static long rss_kib(void)
-{
-	char line[256];
-	long v = -1;
-	FILE *f = fopen("/proc/self/status", "r");
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %ld", &v) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return v;
-}
-
-#define CHECK(x)                                                                   \
-	do {                                                                       \
-		CUresult r_ = (x);                                                 \
-		if (r_ != CUDA_SUCCESS) {                                          \
-			fprintf(stderr, "%s:%d: %s failed: %d\n", __FILE__, __LINE__, #x, (int)r_); \
-			return 1;                                                  \
-		}                                                                  \
-	} while (0)
 
 int main(int argc, char **argv)
 {
@@ -65,29 +45,29 @@ int main(int argc, char **argv)
 	L(cuMemSetAccess);
 	CUdevice dev;
 	CUcontext ctx;
-	CHECK(p_cuInit(0));
-	CHECK(p_cuDeviceGet(&dev, 0));
-	CHECK(p_cuDevicePrimaryCtxRetain(&ctx, dev));
-	CHECK(p_cuCtxSetCurrent(ctx));
+	BENCH_CHECK(p_cuInit(0));
+	BENCH_CHECK(p_cuDeviceGet(&dev, 0));
+	BENCH_CHECK(p_cuDevicePrimaryCtxRetain(&ctx, dev));
+	BENCH_CHECK(p_cuCtxSetCurrent(ctx));
 	CUmemAllocationProp prop = {.type = CU_MEM_ALLOCATION_TYPE_PINNED,
 				    .location = {.type = CU_MEM_LOCATION_TYPE_DEVICE, .id = dev}};
 	CUmemAccessDesc acc = {.location = prop.location, .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE};
 	CUdeviceptr va;
 	CUmemGenericAllocationHandle mh;
-	CHECK(p_cuMemAddressReserve(&va, size, 2 << 20, 0, 0));
-	CHECK(p_cuMemCreate(&mh, size, &prop, 0));
-	CHECK(p_cuMemMap(va, size, 0, mh, 0));
-	CHECK(p_cuMemSetAccess(va, size, &acc, 1));
-	long r0 = rss_kib();
+	BENCH_CHECK(p_cuMemAddressReserve(&va, size, 2 << 20, 0, 0));
+	BENCH_CHECK(p_cuMemCreate(&mh, size, &prop, 0));
+	BENCH_CHECK(p_cuMemMap(va, size, 0, mh, 0));
+	BENCH_CHECK(p_cuMemSetAccess(va, size, &acc, 1));
+	long r0 = bench_rss_kib();
 	for (int c = 1; c <= cycles; c++) {
-		CHECK(p_cuMemUnmap(va, size));
-		CHECK(p_cuMemRelease(mh));
-		CHECK(p_cuMemCreate(&mh, size, &prop, 0));
-		CHECK(p_cuMemMap(va, size, 0, mh, 0));
-		CHECK(p_cuMemSetAccess(va, size, &acc, 1));
+		BENCH_CHECK(p_cuMemUnmap(va, size));
+		BENCH_CHECK(p_cuMemRelease(mh));
+		BENCH_CHECK(p_cuMemCreate(&mh, size, &prop, 0));
+		BENCH_CHECK(p_cuMemMap(va, size, 0, mh, 0));
+		BENCH_CHECK(p_cuMemSetAccess(va, size, &acc, 1));
 		if (c == 1 || c % (cycles / 10 ? cycles / 10 : 1) == 0)
 			printf("{\"bench\":\"vmm_rss\",\"gib\":%zu,\"cycle\":%d,\"rss_kib\":%ld,\"growth_kib\":%ld}\n",
-			       size >> 30, c, rss_kib(), rss_kib() - r0);
+			       size >> 30, c, bench_rss_kib(), bench_rss_kib() - r0);
 	}
 	return 0;
 }

@@ -8,18 +8,9 @@
 
 #include "driver.h"
 #include "log.h"
+#include "nvml_abi.h"
 #include "trace_format.h"
 
-/* The NVML subset we use, with the real ABI (nvml.h is not in every toolkit). */
-typedef struct nvmlDevice_st *nvmlDevice_t;
-typedef struct {
-	unsigned long long total, free, used;
-} nvmlMemory_t;
-typedef struct {
-	unsigned int pid;
-	unsigned long long usedGpuMemory;
-	unsigned int gpuInstanceId, computeInstanceId;
-} nvmlProcessInfo_t;
 
 static struct {
 	int (*init)(void);

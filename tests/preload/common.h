@@ -170,6 +170,28 @@ static int find_alloc(CUdeviceptr p, struct msv_rec *got)
 	return found;
 }
 
+#define CU_OK(call) ck_assert_msg((call) == CUDA_SUCCESS, "%s failed", #call)
+
+/* A pattern of seed at [p, p+n), and whether it is still there. */
+static void fill(CUdeviceptr p, size_t n, unsigned seed)
+{
+	unsigned char *b = malloc(n);
+	for (size_t i = 0; i < n; i++)
+		b[i] = (unsigned char)(i * 31 + seed);
+	CU_OK(D.htod(p, b, n));
+	free(b);
+}
+
+static int check(CUdeviceptr p, size_t n, unsigned seed)
+{
+	unsigned char *b = malloc(n);
+	int ok = D.dtoh(b, p, n) == CUDA_SUCCESS;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = b[i] == (unsigned char)(i * 31 + seed);
+	free(b);
+	return ok;
+}
+
 /* Run fn with stderr going to a file; return what it wrote (malloc'd). */
 static char *capture_stderr(void (*fn)(void *), void *arg)
 {

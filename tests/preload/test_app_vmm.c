@@ -13,7 +13,6 @@
 
 #define MiB ((size_t)1 << 20)
 #define PAGE (2 * MiB)
-#define CU_OK(call) ck_assert_msg((call) == CUDA_SUCCESS, "%s failed", #call)
 
 static struct {
 	CUresult (*reserve)(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long);
@@ -95,25 +94,6 @@ static void seg_free(struct seg *s)
 	}
 	CU_OK(V.addrFree(s->va, 8 * PAGE));
 	s->n = 0;
-}
-
-static void fill(CUdeviceptr p, size_t n, unsigned seed)
-{
-	unsigned char *b = malloc(n);
-	for (size_t i = 0; i < n; i++)
-		b[i] = (unsigned char)(i * 31 + seed);
-	CU_OK(D.htod(p, b, n));
-	free(b);
-}
-
-static int check(CUdeviceptr p, size_t n, unsigned seed)
-{
-	unsigned char *b = malloc(n);
-	int ok = D.dtoh(b, p, n) == CUDA_SUCCESS;
-	for (size_t i = 0; ok && i < n; i++)
-		ok = b[i] == (unsigned char)(i * 31 + seed);
-	free(b);
-	return ok;
 }
 
 static int zeroed(CUdeviceptr p, size_t n)

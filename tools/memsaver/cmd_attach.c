@@ -82,22 +82,13 @@ int _msv_cmd_attach(int argc, char **argv)
 #include "analyzer/analyzer.h"
 #include "tracer/bpf/attach.h"
 #include "tracer/classify.h"
+#include "tracer/nvml_abi.h"
 #include "tracer/options.h"
 #include "tracer/policy.h"
 #include "tracer/trace_writer.h"
 
 /* ---- NVML, read from this process about the target ------------------- */
 
-/* The subset used, with the real ABI (nvml.h is not in every toolkit). */
-typedef struct nvmlDevice_st *nvmlDevice_t;
-typedef struct {
-	unsigned long long total, free, used;
-} nvmlMemory_t;
-typedef struct {
-	unsigned int pid;
-	unsigned long long usedGpuMemory;
-	unsigned int gpuInstanceId, computeInstanceId;
-} nvmlProcessInfo_t;
 
 static struct {
 	int (*count)(unsigned *);
