@@ -7,7 +7,11 @@
  * cost the others is bounded instead: every request must arrive within
  * request_timeout_ms and every reply must be taken within the same time, so a
  * client that connects and stalls delays the next one by seconds, not
- * forever.
+ * forever.  A connection as a whole ends connection_budget_ms after it was
+ * accepted (a request already running finishes first): without that, a
+ * client sending one request every few seconds would keep every other client
+ * waiting for as long as it liked.  The clients memsaver ships send one
+ * request per connection.
  *
  * Why the fork handlers: a child forked by the engine (Python multiprocessing,
  * a tokenizer pool) inherits the listening socket but not the thread.  It
@@ -43,6 +47,9 @@
 /* How long one request may take to arrive and its reply to be taken.  Not a
  * MEMSAVER_* option: nobody needs to tune it; tests shorten it. */
 static int request_timeout_ms = 5000;
+/* How long one connection may hold the server, from accept to the start of
+ * its last request; likewise not an option. */
+static int connection_budget_ms = 30000;
 
 struct server {
 	int lfd;
@@ -498,10 +505,19 @@ static void srv_client(int c, char *buf)
 	}
 	size_t have = 0;
 	const size_t cap = MSV_CONTROL_MAX_REQUEST + 1;
+	const long long budget_end = srv_now_ms() + connection_budget_ms;
 	long long deadline = srv_now_ms() + request_timeout_ms;
 	for (;;) {
 		char *nl = memchr(buf, '\n', have);
 		int eof = 0;
+		if (srv_now_ms() >= budget_end) {
+			/* Checked before every read and every request, so that a
+			 * client that keeps requests coming, slowly or back to back,
+			 * cannot keep the others out. */
+			srv_reply(c, srv_error("connection open longer than %d ms; send one request per "
+					       "connection", connection_budget_ms));
+			return;
+		}
 		if (!nl) {
 			if (have >= cap) {
 				srv_reply(c, srv_error("request longer than %d bytes",
@@ -516,7 +532,9 @@ static void srv_client(int c, char *buf)
 			if (r < 0 && errno == EINTR)
 				continue;
 			if (r < 0 && errno == EAGAIN) {
-				int rc = srv_wait(c, POLLIN, deadline);
+				int rc = srv_wait(c, POLLIN, deadline < budget_end ? deadline : budget_end);
+				if (rc == -ETIMEDOUT && srv_now_ms() >= budget_end)
+					continue; /* the budget check above says why */
 				if (rc == -ETIMEDOUT && have)
 					srv_reply(c, srv_error("incomplete request after %d ms",
 							       request_timeout_ms));

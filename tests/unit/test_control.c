@@ -72,6 +72,7 @@ static void setup(void)
 	unsetenv("MEMSAVER_REPORT");
 	setenv("MEMSAVER_LOG", "error", 1);
 	request_timeout_ms = 300;
+	connection_budget_ms = 1000;
 	fake_rc = 0;
 	fake_calls = 0;
 	fake_error[0] = '\0';
@@ -320,6 +321,50 @@ START_TEST(test_stalled_client)
 }
 END_TEST
 
+/* A client that keeps one connection busy with a request every 200 ms (each
+ * within request_timeout_ms) is cut off after connection_budget_ms, and the
+ * client queued behind it is served. */
+START_TEST(test_connection_budget)
+{
+	int hog = raw_connect(sockpath), other = -1, served = 0, cut = 0;
+	long long t0 = ctl_now_ms();
+	while (!served && ctl_now_ms() - t0 < 4 * connection_budget_ms) {
+		if (!cut) {
+			raw_send(hog, "{\"cmd\":\"status\"}\n", 17);
+			json_t *r = raw_reply(hog);
+			if (r && json_is_false(json_object_get(r, "ok"))) {
+				assert_error_contains(r, "connection open longer than");
+				cut = 1;
+			}
+			ck_assert_ptr_nonnull(r);
+			json_decref(r);
+		}
+		if (other < 0) {
+			other = raw_connect(sockpath);
+			raw_send(other, "{\"cmd\":\"status\"}\n", 17);
+		}
+		struct pollfd p = {.fd = other, .events = POLLIN};
+		if (poll(&p, 1, 200) == 1) {
+			json_t *r = raw_reply(other);
+			ck_assert(json_is_true(json_object_get(r, "ok")));
+			json_decref(r);
+			served = 1;
+		}
+	}
+	long long waited = ctl_now_ms() - t0;
+	ck_assert_msg(served, "a client behind a busy connection was not served in %lld ms", waited);
+	ck_assert_int_lt(waited, connection_budget_ms + 2 * request_timeout_ms + 500);
+	if (!cut) { /* cut off while idle between two of its requests */
+		json_t *r = raw_reply(hog);
+		ck_assert_ptr_nonnull(r);
+		assert_error_contains(r, "connection open longer than");
+		json_decref(r);
+	}
+	close(hog);
+	close(other);
+}
+END_TEST
+
 START_TEST(test_several_requests_one_connection)
 {
 	int fd = raw_connect(sockpath);
@@ -499,6 +544,7 @@ int main(void)
 	tcase_add_test(tc, test_oversized);
 	tcase_add_test(tc, test_unknown_and_missing);
 	tcase_add_test(tc, test_stalled_client);
+	tcase_add_test(tc, test_connection_budget);
 	tcase_add_test(tc, test_several_requests_one_connection);
 	tcase_add_test(tc, test_report);
 	tcase_add_test(tc, test_stop_unlinks_and_restarts);
