@@ -10,8 +10,19 @@
  *
  * The only CPython functions called after init are
  * PyGILState_GetThisThreadState (documented to work without the GIL: it reads
- * thread-specific storage) and PyCode_Addr2Line (it only decodes the code
- * object's immutable line table into a stack-allocated cursor).
+ * thread-specific storage), PyCode_Addr2Line (it only decodes the code
+ * object's immutable line table into a stack-allocated cursor) and
+ * Py_IsFinalizing / _Py_IsFinalizing (an atomic load of _PyRuntime's
+ * finalizing thread state).
+ *
+ * Why no read once the interpreter finalizes: Py_FinalizeEx marks the runtime
+ * finalizing and then frees the thread states of the daemon threads, which
+ * may be inside C code at that moment (an allocation), while their
+ * thread-specific storage still points at the freed state; what
+ * PyGILState_GetThisThreadState returns then is a dangling pointer.  Nothing
+ * Python runs during finalization needs a call site more than the host needs
+ * not to crash.  A read that began just before the flag was set can still
+ * race the free; that window is the few microseconds of one read.
  *
  * The offsets below were taken with offsetof() against each version's own
  * headers (Include/cpython/pystate.h, Include/internal/pycore_frame.h,
@@ -121,6 +132,7 @@ struct py313_debug_offsets {
 };
 
 typedef void *(*get_tstate_fn)(void);
+typedef int (*finalizing_fn)(void);
 typedef int (*addr2line_fn)(void *code, int addr);
 
 static struct {
@@ -129,6 +141,7 @@ static struct {
 	char version[32];
 	struct py_layout L;
 	get_tstate_fn get_tstate;
+	finalizing_fn finalizing;
 	addr2line_fn addr2line;
 	const void *code_type;
 	const void *unicode_type;
@@ -219,11 +232,15 @@ static int detect(void)
 		return -ENOTSUP;
 	}
 	py.get_tstate = (get_tstate_fn)dlsym(RTLD_DEFAULT, "PyGILState_GetThisThreadState");
+	/* 3.13 made the private _Py_IsFinalizing public as Py_IsFinalizing. */
+	py.finalizing = (finalizing_fn)dlsym(RTLD_DEFAULT, "Py_IsFinalizing");
+	if (!py.finalizing)
+		py.finalizing = (finalizing_fn)dlsym(RTLD_DEFAULT, "_Py_IsFinalizing");
 	py.addr2line = (addr2line_fn)dlsym(RTLD_DEFAULT, "PyCode_Addr2Line");
 	py.code_type = dlsym(RTLD_DEFAULT, "PyCode_Type");
 	py.unicode_type = dlsym(RTLD_DEFAULT, "PyUnicode_Type");
 	py.frame_type = dlsym(RTLD_DEFAULT, "PyFrame_Type");
-	if (!py.get_tstate || !py.addr2line || !py.code_type || !py.unicode_type ||
+	if (!py.get_tstate || !py.finalizing || !py.addr2line || !py.code_type || !py.unicode_type ||
 	    (py.L.kind == FRAME_OBJECT_CHAIN && !py.frame_type)) {
 		MSV_WARN("python %s: interpreter symbols missing, Python call sites are not recorded",
 			 py.version);
@@ -408,7 +425,7 @@ int _msv_pyframes_read(char (*frames)[MSV_PYFRAME_LEN], int max)
 	int n = 0, hops, line, ilast, lineno;
 	char owner;
 
-	if (max <= 0 || !frames || _msv_pyframes_init() != 0)
+	if (max <= 0 || !frames || _msv_pyframes_init() != 0 || py.finalizing())
 		return 0;
 	ts = py.get_tstate();
 	if (!ts)

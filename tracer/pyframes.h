@@ -37,8 +37,8 @@ int _msv_pyframes_init(void);
  * Each is "FILE:LINE:FUNCTION", NUL-terminated; when too long, the start of
  * FILE is replaced by "..." so the file's basename, line and function survive.
  * Returns the number of frames written: 0 when there is no Python, the
- * thread has no Python thread state or no frame, or the version is not
- * supported.  frames may be NULL when max <= 0. */
+ * interpreter is finalizing (thread states are being freed), the thread has
+ * no Python thread state or no frame, or the version is not supported.  frames may be NULL when max <= 0. */
 int _msv_pyframes_read(char (*frames)[MSV_PYFRAME_LEN], int max);
 
 /* The detected version, e.g. "3.12.3", or "" when none; a static string. */

@@ -4,6 +4,8 @@
 # the GIL around the call as PyTorch does, and tests/pyframes/frames_probe.py
 # compares what it reads with traceback.extract_stack() from nested functions,
 # generators, C callbacks, non-ASCII names, long paths and other threads.
+# tests/pyframes/shutdown_probe.py: reads from a daemon thread while the
+# interpreter finalizes find no frames (its thread state is freed then).
 # Also: a plain C program without Python reads no frames and does not crash.
 # Exit 77 when no python3 is found.
 set -u
@@ -37,11 +39,22 @@ for py in "${cands[@]}"; do
 	case $seen in *" $ver "*) continue ;; esac
 	seen="$seen$ver "
 	echo "== $py ($ver)"
-	if "$py" "$ROOT/tests/pyframes/frames_probe.py" "$OUT/pyframes_probe.so"; then
-		ran=$((ran + 1))
-	else
+	if ! "$py" "$ROOT/tests/pyframes/frames_probe.py" "$OUT/pyframes_probe.so"; then
 		failed+=("$ver")
+		continue
 	fi
+	# Reads while the interpreter shuts down: none may find frames.
+	fin=$("$py" "$ROOT/tests/pyframes/shutdown_probe.py" "$OUT/pyframes_probe.so" 2>&1)
+	rc=$?
+	printf '%s\n' "$fin"
+	n=$(printf '%s\n' "$fin" | sed -n 's/^reads while finalizing: //p')
+	case $n in "skipped "*) ran=$((ran + 1)); continue ;; esac
+	if [ $rc -ne 0 ] || [ -z "$n" ] || [ "$n" -eq 0 ]; then
+		echo "FAIL shutdown (exit $rc, reads while finalizing: ${n:-none})"
+		failed+=("$ver")
+		continue
+	fi
+	ran=$((ran + 1))
 done
 if [ $ran -eq 0 ] && [ ${#failed[@]} -eq 0 ]; then
 	echo "skipped: no python3 found"
