@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "copy.h"
+#include "gate.h"
 #include "regions.h"
 #include "tracer/driver.h"
 #include "tracer/log.h"
@@ -280,6 +281,10 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 		pthread_mutex_unlock(&op_lock);
 		return go;
 	}
+	/* A pause from outside stops the engine's new work before the
+	 * synchronize, which then waits for what was launched before it. */
+	if (_msv_gate_outside_caller())
+		_msv_gate_close();
 	int pushed = push_ctx(list, n);
 	int timeout = _msv_options()->pause_timeout;
 	CUresult cr = sync_contexts(list, n, timeout);
@@ -354,6 +359,8 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 		 cats, n, (unsigned long long)released, (unsigned long long)backup_bytes,
 		 (unsigned long long)skipped, dur / 1e6, copy_ns / 1e6, unmap_ns / 1e6);
 out:
+	if (!paused_mask)
+		_msv_gate_open(); /* failed with nothing paused */
 	pop_ctx(pushed);
 	end(list, n, &mode);
 	return rc;
@@ -483,6 +490,8 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 		list[i]->stale = 0;
 	_msv_regions_unlock();
 	paused_mask &= ~mask;
+	if (!paused_mask)
+		_msv_gate_open();
 	uint64_t dur = _msv_now_ns() - t0;
 	record(MSV_REC_RESUME, mask, need, dur, restore_bytes, 0, copy_ns, 1);
 	_msv_tracer_phase("resume");

@@ -10,6 +10,7 @@
 
 #include "app_vmm.h"
 #include "copy.h"
+#include "gate.h"
 #include "hooks.h"
 #include "regions.h"
 #include "shared.h"
@@ -55,6 +56,43 @@ REAL(cuMemUnmap);
 REAL(cuMemSetAccess);
 REAL(cuMemGetAllocationPropertiesFromHandle);
 static CUresult (*real_cuGetProcAddress_v1)(const char *, void **, int, cuuint64_t);
+/* Gated (saver/gate.h); _ptsz/_ptds: the per-thread-default-stream forms. */
+REAL(cuLaunchKernel);
+REAL_AS(cuLaunchKernel_ptsz, cuLaunchKernel);
+REAL(cuLaunchKernelEx);
+REAL_AS(cuLaunchKernelEx_ptsz, cuLaunchKernelEx);
+REAL(cuLaunchCooperativeKernel);
+REAL_AS(cuLaunchCooperativeKernel_ptsz, cuLaunchCooperativeKernel);
+REAL(cuGraphLaunch);
+REAL_AS(cuGraphLaunch_ptsz, cuGraphLaunch);
+REAL(cuMemcpy);
+REAL_AS(cuMemcpy_ptds, cuMemcpy);
+REAL(cuMemcpyAsync);
+REAL_AS(cuMemcpyAsync_ptsz, cuMemcpyAsync);
+REAL(cuMemcpyHtoD_v2);
+REAL_AS(cuMemcpyHtoD_v2_ptds, cuMemcpyHtoD_v2);
+REAL(cuMemcpyDtoH_v2);
+REAL_AS(cuMemcpyDtoH_v2_ptds, cuMemcpyDtoH_v2);
+REAL(cuMemcpyDtoD_v2);
+REAL_AS(cuMemcpyDtoD_v2_ptds, cuMemcpyDtoD_v2);
+REAL(cuMemcpyHtoDAsync_v2);
+REAL_AS(cuMemcpyHtoDAsync_v2_ptsz, cuMemcpyHtoDAsync_v2);
+REAL(cuMemcpyDtoHAsync_v2);
+REAL_AS(cuMemcpyDtoHAsync_v2_ptsz, cuMemcpyDtoHAsync_v2);
+REAL(cuMemcpyDtoDAsync_v2);
+REAL_AS(cuMemcpyDtoDAsync_v2_ptsz, cuMemcpyDtoDAsync_v2);
+REAL(cuMemsetD8_v2);
+REAL_AS(cuMemsetD8_v2_ptds, cuMemsetD8_v2);
+REAL(cuMemsetD16_v2);
+REAL_AS(cuMemsetD16_v2_ptds, cuMemsetD16_v2);
+REAL(cuMemsetD32_v2);
+REAL_AS(cuMemsetD32_v2_ptds, cuMemsetD32_v2);
+REAL(cuMemsetD8Async);
+REAL_AS(cuMemsetD8Async_ptsz, cuMemsetD8Async);
+REAL(cuMemsetD16Async);
+REAL_AS(cuMemsetD16Async_ptsz, cuMemsetD16Async);
+REAL(cuMemsetD32Async);
+REAL_AS(cuMemsetD32Async_ptsz, cuMemsetD32Async);
 
 #define CALL(expr)                    \
 	({                            \
@@ -441,6 +479,109 @@ static CUresult w_cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp *pr
 	return CALL(real_cuMemGetAllocationPropertiesFromHandle(prop, h));
 }
 
+/* Work that may touch memory a pause from outside released waits at the
+ * gate (saver/gate.h).  Open: one relaxed load and a branch, then exactly
+ * the driver's pointer; no busy count (CUPTI does not trace launches and
+ * copies: tracer/cupti.c). */
+#define GATE(call, s, ptsz)                                                  \
+	do {                                                                 \
+		if (_msv_gate_closed()) {                                    \
+			CUresult g_ = _msv_gate_wait(call, (s), (ptsz));     \
+			if (g_ != CUDA_SUCCESS)                              \
+				return g_;                                   \
+		}                                                            \
+	} while (0)
+
+#define LAUNCH(fn, ptsz)                                                                                     \
+	static CUresult w_##fn(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,   \
+			       unsigned bz, unsigned shmem, CUstream s, void **params, void **extra)            \
+	{                                                                                                    \
+		GATE(#fn, s, ptsz);                                                                          \
+		return real_##fn(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra);                       \
+	}                                                                                                    \
+	static CUresult w_##fn(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, \
+			       CUstream, void **, void **)
+LAUNCH(cuLaunchKernel, 0);
+LAUNCH(cuLaunchKernel_ptsz, 1);
+
+#define LAUNCH_EX(fn, ptsz)                                                                      \
+	static CUresult w_##fn(const CUlaunchConfig *c, CUfunction f, void **params, void **extra) \
+	{                                                                                        \
+		GATE(#fn, c ? c->hStream : NULL, ptsz);                                          \
+		return real_##fn(c, f, params, extra);                                           \
+	}                                                                                        \
+	static CUresult w_##fn(const CUlaunchConfig *, CUfunction, void **, void **)
+LAUNCH_EX(cuLaunchKernelEx, 0);
+LAUNCH_EX(cuLaunchKernelEx_ptsz, 1);
+
+#define LAUNCH_COOP(fn, ptsz)                                                                                \
+	static CUresult w_##fn(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,   \
+			       unsigned bz, unsigned shmem, CUstream s, void **params)                          \
+	{                                                                                                    \
+		GATE(#fn, s, ptsz);                                                                          \
+		return real_##fn(f, gx, gy, gz, bx, by, bz, shmem, s, params);                              \
+	}                                                                                                    \
+	static CUresult w_##fn(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, \
+			       CUstream, void **)
+LAUNCH_COOP(cuLaunchCooperativeKernel, 0);
+LAUNCH_COOP(cuLaunchCooperativeKernel_ptsz, 1);
+
+#define GRAPH_LAUNCH(fn, ptsz)                                  \
+	static CUresult w_##fn(CUgraphExec e, CUstream s)       \
+	{                                                       \
+		GATE(#fn, s, ptsz);                             \
+		return real_##fn(e, s);                         \
+	}                                                       \
+	static CUresult w_##fn(CUgraphExec, CUstream)
+GRAPH_LAUNCH(cuGraphLaunch, 0);
+GRAPH_LAUNCH(cuGraphLaunch_ptsz, 1);
+
+/* Copies and memsets: TD, TS (destination and source types), then the
+ * stream for the async forms. */
+#define COPY(fn, TD, TS)                                               \
+	static CUresult w_##fn(TD dst, TS src, size_t n)               \
+	{                                                              \
+		GATE(#fn, NULL, 0);                                    \
+		return real_##fn(dst, src, n);                         \
+	}                                                              \
+	static CUresult w_##fn(TD, TS, size_t)
+COPY(cuMemcpy, CUdeviceptr, CUdeviceptr);
+COPY(cuMemcpy_ptds, CUdeviceptr, CUdeviceptr);
+COPY(cuMemcpyHtoD_v2, CUdeviceptr, const void *);
+COPY(cuMemcpyHtoD_v2_ptds, CUdeviceptr, const void *);
+COPY(cuMemcpyDtoH_v2, void *, CUdeviceptr);
+COPY(cuMemcpyDtoH_v2_ptds, void *, CUdeviceptr);
+COPY(cuMemcpyDtoD_v2, CUdeviceptr, CUdeviceptr);
+COPY(cuMemcpyDtoD_v2_ptds, CUdeviceptr, CUdeviceptr);
+COPY(cuMemsetD8_v2, CUdeviceptr, unsigned char);
+COPY(cuMemsetD8_v2_ptds, CUdeviceptr, unsigned char);
+COPY(cuMemsetD16_v2, CUdeviceptr, unsigned short);
+COPY(cuMemsetD16_v2_ptds, CUdeviceptr, unsigned short);
+COPY(cuMemsetD32_v2, CUdeviceptr, unsigned int);
+COPY(cuMemsetD32_v2_ptds, CUdeviceptr, unsigned int);
+
+#define COPY_ASYNC(fn, TD, TS, ptsz)                                         \
+	static CUresult w_##fn(TD dst, TS src, size_t n, CUstream s)         \
+	{                                                                    \
+		GATE(#fn, s, ptsz);                                          \
+		return real_##fn(dst, src, n, s);                            \
+	}                                                                    \
+	static CUresult w_##fn(TD, TS, size_t, CUstream)
+COPY_ASYNC(cuMemcpyAsync, CUdeviceptr, CUdeviceptr, 0);
+COPY_ASYNC(cuMemcpyAsync_ptsz, CUdeviceptr, CUdeviceptr, 1);
+COPY_ASYNC(cuMemcpyHtoDAsync_v2, CUdeviceptr, const void *, 0);
+COPY_ASYNC(cuMemcpyHtoDAsync_v2_ptsz, CUdeviceptr, const void *, 1);
+COPY_ASYNC(cuMemcpyDtoHAsync_v2, void *, CUdeviceptr, 0);
+COPY_ASYNC(cuMemcpyDtoHAsync_v2_ptsz, void *, CUdeviceptr, 1);
+COPY_ASYNC(cuMemcpyDtoDAsync_v2, CUdeviceptr, CUdeviceptr, 0);
+COPY_ASYNC(cuMemcpyDtoDAsync_v2_ptsz, CUdeviceptr, CUdeviceptr, 1);
+COPY_ASYNC(cuMemsetD8Async, CUdeviceptr, unsigned char, 0);
+COPY_ASYNC(cuMemsetD8Async_ptsz, CUdeviceptr, unsigned char, 1);
+COPY_ASYNC(cuMemsetD16Async, CUdeviceptr, unsigned short, 0);
+COPY_ASYNC(cuMemsetD16Async_ptsz, CUdeviceptr, unsigned short, 1);
+COPY_ASYNC(cuMemsetD32Async, CUdeviceptr, unsigned int, 0);
+COPY_ASYNC(cuMemsetD32Async_ptsz, CUdeviceptr, unsigned int, 1);
+
 /* cuGetProcAddress itself: the driver's answer, with our wrapper swapped
  * in for the entry points we hook. */
 static void *swap(const char *name, void *pfn, int version, cuuint64_t flags)
@@ -502,5 +643,41 @@ const struct msv_hook _msv_hooks[] = {
 	HOOK("cuMemUnmap", cuMemUnmap, 0, 10020),
 	HOOK("cuMemSetAccess", cuMemSetAccess, 0, 10020),
 	HOOK("cuMemGetAllocationPropertiesFromHandle", cuMemGetAllocationPropertiesFromHandle, 0, 10020),
+	HOOK("cuLaunchKernel", cuLaunchKernel, 0, 4000),
+	HOOK("cuLaunchKernel", cuLaunchKernel_ptsz, 1, 4000),
+	HOOK("cuLaunchKernelEx", cuLaunchKernelEx, 0, 11060),
+	HOOK("cuLaunchKernelEx", cuLaunchKernelEx_ptsz, 1, 11060),
+	HOOK("cuLaunchCooperativeKernel", cuLaunchCooperativeKernel, 0, 9000),
+	HOOK("cuLaunchCooperativeKernel", cuLaunchCooperativeKernel_ptsz, 1, 9000),
+	HOOK("cuGraphLaunch", cuGraphLaunch, 0, 10000),
+	HOOK("cuGraphLaunch", cuGraphLaunch_ptsz, 1, 10000),
+	HOOK("cuMemcpy", cuMemcpy, 0, 4000),
+	HOOK("cuMemcpy", cuMemcpy_ptds, 1, 4000),
+	HOOK("cuMemcpyAsync", cuMemcpyAsync, 0, 4000),
+	HOOK("cuMemcpyAsync", cuMemcpyAsync_ptsz, 1, 4000),
+	HOOK("cuMemcpyHtoD", cuMemcpyHtoD_v2, 0, 3020),
+	HOOK("cuMemcpyHtoD", cuMemcpyHtoD_v2_ptds, 1, 3020),
+	HOOK("cuMemcpyDtoH", cuMemcpyDtoH_v2, 0, 3020),
+	HOOK("cuMemcpyDtoH", cuMemcpyDtoH_v2_ptds, 1, 3020),
+	HOOK("cuMemcpyDtoD", cuMemcpyDtoD_v2, 0, 3020),
+	HOOK("cuMemcpyDtoD", cuMemcpyDtoD_v2_ptds, 1, 3020),
+	HOOK("cuMemcpyHtoDAsync", cuMemcpyHtoDAsync_v2, 0, 3020),
+	HOOK("cuMemcpyHtoDAsync", cuMemcpyHtoDAsync_v2_ptsz, 1, 3020),
+	HOOK("cuMemcpyDtoHAsync", cuMemcpyDtoHAsync_v2, 0, 3020),
+	HOOK("cuMemcpyDtoHAsync", cuMemcpyDtoHAsync_v2_ptsz, 1, 3020),
+	HOOK("cuMemcpyDtoDAsync", cuMemcpyDtoDAsync_v2, 0, 3020),
+	HOOK("cuMemcpyDtoDAsync", cuMemcpyDtoDAsync_v2_ptsz, 1, 3020),
+	HOOK("cuMemsetD8", cuMemsetD8_v2, 0, 3020),
+	HOOK("cuMemsetD8", cuMemsetD8_v2_ptds, 1, 3020),
+	HOOK("cuMemsetD16", cuMemsetD16_v2, 0, 3020),
+	HOOK("cuMemsetD16", cuMemsetD16_v2_ptds, 1, 3020),
+	HOOK("cuMemsetD32", cuMemsetD32_v2, 0, 3020),
+	HOOK("cuMemsetD32", cuMemsetD32_v2_ptds, 1, 3020),
+	HOOK("cuMemsetD8Async", cuMemsetD8Async, 0, 3020),
+	HOOK("cuMemsetD8Async", cuMemsetD8Async_ptsz, 1, 3020),
+	HOOK("cuMemsetD16Async", cuMemsetD16Async, 0, 3020),
+	HOOK("cuMemsetD16Async", cuMemsetD16Async_ptsz, 1, 3020),
+	HOOK("cuMemsetD32Async", cuMemsetD32Async, 0, 3020),
+	HOOK("cuMemsetD32Async", cuMemsetD32Async_ptsz, 1, 3020),
 };
 const unsigned _msv_n_hooks = sizeof(_msv_hooks) / sizeof(_msv_hooks[0]);

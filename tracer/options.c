@@ -34,6 +34,7 @@ static const struct opt {
 	{"MEMSAVER_STREAMS", INT, "4", OPT(streams)},
 	{"MEMSAVER_PREPIN", BOOL, "0", OPT(prepin)},
 	{"MEMSAVER_PAUSE_TIMEOUT", INT, "30", OPT(pause_timeout)},
+	{"MEMSAVER_GATE_TIMEOUT", INT, "600", OPT(gate_timeout)},
 	{"MEMSAVER_SKIP_UNCHANGED", BOOL, "1", OPT(skip_unchanged)},
 };
 

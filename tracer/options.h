@@ -29,6 +29,9 @@ struct msv_options {
 	                           GPU digest changed since the last backup */
 	int pause_timeout;      /* MEMSAVER_PAUSE_TIMEOUT: seconds a pause waits for the GPU work
 	                           in flight before it gives up, releasing nothing; 0 = forever */
+	int gate_timeout;       /* MEMSAVER_GATE_TIMEOUT: seconds a launch or copy of the engine waits
+	                           for the resume of a pause from outside before it fails with
+	                           CUDA_ERROR_TIMEOUT (saver/gate.h); 0 = forever */
 };
 
 /* Parse the environment (first call) and return the options. */

@@ -57,6 +57,7 @@ struct opts {
 	const char *corrupt;         /* testing aid: weights|kv|graph|workspace */
 	enum expect kv, ws;
 	int verify_every;
+	const char *until_file;      /* decode until this file exists (at most steps) */
 	int json;
 };
 
@@ -559,9 +560,9 @@ static int load_weights_phase(struct engine *e)
 static int decode(struct engine *e)
 {
 	const struct opts *o = e->o;
-	int rc = 0, full = 0;
+	int rc = 0, full = 0, step;
 
-	for (int step = 0; step < o->steps; step++) {
+	for (step = 0; step < o->steps; step++) {
 		if (step == o->hold_at && (rc = hold(e, step)))
 			return rc;
 		nvtxRangePushA("decode");
@@ -569,14 +570,21 @@ static int decode(struct engine *e)
 		nvtxRangePop();
 		if (rc)
 			return rc;
-		if (step == o->hold_at || step == o->steps - 1 || (step + 1) % o->verify_every == 0) {
+		/* A stat per step: cheap next to a replay, and a pause from
+		 * outside may land on any step before the file appears. */
+		int last = step == o->steps - 1 || (o->until_file && access(o->until_file, F_OK) == 0);
+		if (step == o->hold_at || last || (step + 1) % o->verify_every == 0) {
 			if ((rc = verify_all(e)))
 				return rc;
 			full++;
 		}
+		if (last) {
+			step++;
+			break;
+		}
 	}
 	printf("demo-engine: %d decode steps, graph output checked every step, full checks %d\n",
-	       o->steps, full);
+	       step, full);
 	return reading(e, "decode", -1);
 }
 
@@ -717,6 +725,8 @@ static void usage(FILE *f)
 		"  --verify-every N        full weight/kv/workspace read-back every N steps (default 1;\n"
 		"                          always after a hold and at the last step; the graph output\n"
 		"                          is checked every step)\n"
+		"  --until-file PATH       stop decoding after the step that finds PATH (at most --steps;\n"
+		"                          a test pauses and resumes a busy engine meanwhile)\n"
 		"  --hold-at STEP          hold before decode step STEP (0-based)\n"
 		"  --hold-file PATH        ... until PATH exists (polled every 10 ms)\n"
 		"  --signal-hold           ... until SIGUSR1 arrives\n"
@@ -771,7 +781,7 @@ static int parse_expect(const char *s, enum expect *out, int allow_keep)
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	enum { O_SCALE = 256, O_STEPS, O_TENSORS, O_DEVICE, O_HOLD_AT, O_HOLD_FILE, O_SIGNAL_HOLD,
-	       O_HOLD_TIMEOUT, O_SELF_PAUSE, O_EXPECT_KV, O_EXPECT_WS, O_VERIFY_EVERY, O_JSON, O_CORRUPT };
+	       O_HOLD_TIMEOUT, O_SELF_PAUSE, O_EXPECT_KV, O_EXPECT_WS, O_VERIFY_EVERY, O_JSON, O_CORRUPT, O_UNTIL_FILE };
 	static const struct option longopts[] = {
 		{"scale", required_argument, NULL, O_SCALE},
 		{"steps", required_argument, NULL, O_STEPS},
@@ -787,6 +797,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{"verify-every", required_argument, NULL, O_VERIFY_EVERY},
 		{"json", no_argument, NULL, O_JSON},
 		{"corrupt", required_argument, NULL, O_CORRUPT},
+		{"until-file", required_argument, NULL, O_UNTIL_FILE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -852,6 +863,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case O_JSON:
 			o->json = 1;
+			break;
+		case O_UNTIL_FILE:
+			o->until_file = optarg;
 			break;
 		case O_CORRUPT:
 			if (strcmp(optarg, "weights") && strcmp(optarg, "kv") && strcmp(optarg, "graph") &&
