@@ -114,6 +114,7 @@ help:
 	@echo "make fuzz       libFuzzer on the parsers, FUZZ_SECONDS=$(FUZZ_SECONDS) each (clang; $(BUILD)-fuzz/)"
 	@echo "make tsan       the concurrency stress under ThreadSanitizer (clang; $(BUILD)-tsan/)"
 	@echo "make gpu-test   the GPU scenarios (exit 77 without a GPU)"
+	@echo "make cross-check the library built for aarch64 (GH200) into $(BUILD)-aarch64/"
 	@echo "make bench      benchmarks, JSON lines on stdout (GPU machine)"
 	@echo "make install    PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
 	@echo "make clean"
@@ -306,5 +307,18 @@ $(BUILD)/bin/tsan-stress: tests/tsan/stress.c
 	@$(if $(Q),echo "  CCLD    $@")
 	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -MF $(BUILD)/obj/tests/tsan/stress.d \
 		-o $@ $< -ldl -lpthread
+
+# aarch64 (GH200): the library compiled and linked by a cross compiler into
+# $(BUILD)-aarch64/.  No arm64 libjansson is installed here, so jansson's
+# symbols stay undefined in that link (the host's libjansson.so.4 supplies
+# them), and the digest kernel is left out (no nvcc for it).
+# tests/e2e/cross_aarch64.sh runs this and the interposer under qemu-aarch64.
+AARCH64_CC ?= aarch64-linux-gnu-gcc
+.PHONY: cross-check
+cross-check:
+	$(Q)command -v $(AARCH64_CC) >/dev/null || { echo "memsaver: cross-check needs $(AARCH64_CC)" \
+		"(tools/install-deps.sh installs gcc-aarch64-linux-gnu)"; exit 1; }
+	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)-aarch64 CC=$(AARCH64_CC) NVCC=/nonexistent \
+		BPF_CLANG=none LDLIBS_CORE="-lpthread -ldl -lm" $(BUILD)-aarch64/lib/libmemsaver.so
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

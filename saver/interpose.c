@@ -17,16 +17,46 @@
  * address, so every lookup that is not for a CUDA name ("cu...") must reach
  * glibc with our frame gone: a tail jump, in assembly so that no compiler
  * setting (-O0, sanitizers) can turn it into a call.  Only "cu" names on a
- * handle other than RTLD_NEXT come to _msv_dlsym_impl. */
+ * handle other than RTLD_NEXT come to _msv_dlsym_impl.
+ *
+ * Before our constructor has run (another preloaded library's constructor
+ * runs first when it comes later in LD_PRELOAD, and `memsaver run` puts the
+ * library first) the real dlsym is not known yet: it is found by a plain call
+ * with the caller's arguments saved, and the lookup then leaves by the same
+ * tail jump.  Calling into C and answering from there instead would resolve
+ * RTLD_NEXT from memsaver's frame: the next object after memsaver, which may
+ * be the caller itself, gets its own symbol back.
+ *
+ * No portable C can forward a caller's return address (emulating RTLD_NEXT
+ * from dladdr and the link map would differ from glibc on scopes, namespaces
+ * and symbol versions), so the jump is written for each architecture the CUDA
+ * driver ships for: x86_64 and aarch64 (sbsa, GH200). */
 #if defined(__x86_64__)
 __asm__(".text\n"
 	".globl dlsym\n"
-	".type dlsym,@function\n"
+	".type dlsym,%function\n"
 	"dlsym:\n"
+	"	.cfi_startproc\n"
 	"	movq _msv_real_dlsym(%rip), %rax\n"
 	"	testq %rax, %rax\n"
-	"	je 2f\n"
-	"	cmpq $-1, %rdi\n"
+	"	jne 3f\n"
+	"	pushq %rdi\n"
+	"	.cfi_adjust_cfa_offset 8\n"
+	"	pushq %rsi\n"
+	"	.cfi_adjust_cfa_offset 8\n"
+	"	subq $8, %rsp\n" /* the call needs a 16-byte aligned stack */
+	"	.cfi_adjust_cfa_offset 8\n"
+	"	call _msv_real_dlsym_init\n"
+	"	addq $8, %rsp\n"
+	"	.cfi_adjust_cfa_offset -8\n"
+	"	popq %rsi\n"
+	"	.cfi_adjust_cfa_offset -8\n"
+	"	popq %rdi\n"
+	"	.cfi_adjust_cfa_offset -8\n"
+	"	movq _msv_real_dlsym(%rip), %rax\n"
+	"	testq %rax, %rax\n"
+	"	je 2f\n" /* no real dlsym at all: _msv_dlsym_impl answers NULL */
+	"3:	cmpq $-1, %rdi\n"
 	"	je 1f\n"
 	"	testq %rsi, %rsi\n"
 	"	je 1f\n"
@@ -36,10 +66,51 @@ __asm__(".text\n"
 	"	jne 1f\n"
 	"2:	jmp _msv_dlsym_impl\n"
 	"1:	jmp *%rax\n"
+	"	.cfi_endproc\n"
 	".size dlsym, .-dlsym\n");
-#define DLSYM_IMPL _msv_dlsym_impl
+#elif defined(__aarch64__)
+/* x16 (IP0) carries the target: a BTI landing pad ("bti c") accepts a BR
+ * through x16/x17, and nothing of the caller's lives there. */
+__asm__(".text\n"
+	".globl dlsym\n"
+	".type dlsym,%function\n"
+	".balign 4\n"
+	"dlsym:\n"
+	"	.cfi_startproc\n"
+	"	hint 34\n" /* bti c */
+	"	adrp x16, _msv_real_dlsym\n"
+	"	ldr x16, [x16, :lo12:_msv_real_dlsym]\n"
+	"	cbnz x16, 3f\n"
+	"	stp x29, x30, [sp, #-32]!\n"
+	"	.cfi_def_cfa_offset 32\n"
+	"	.cfi_offset 29, -32\n"
+	"	.cfi_offset 30, -24\n"
+	"	mov x29, sp\n"
+	"	stp x0, x1, [sp, #16]\n"
+	"	bl _msv_real_dlsym_init\n"
+	"	ldp x0, x1, [sp, #16]\n"
+	"	ldp x29, x30, [sp], #32\n"
+	"	.cfi_restore 29\n"
+	"	.cfi_restore 30\n"
+	"	.cfi_def_cfa_offset 0\n"
+	"	adrp x16, _msv_real_dlsym\n"
+	"	ldr x16, [x16, :lo12:_msv_real_dlsym]\n"
+	"	cbz x16, 2f\n" /* no real dlsym at all: _msv_dlsym_impl answers NULL */
+	"3:	cmn x0, #1\n"
+	"	b.eq 1f\n"
+	"	cbz x1, 1f\n"
+	"	ldrb w17, [x1]\n"
+	"	cmp w17, #0x63\n"
+	"	b.ne 1f\n"
+	"	ldrb w17, [x1, #1]\n"
+	"	cmp w17, #0x75\n"
+	"	b.ne 1f\n"
+	"2:	b _msv_dlsym_impl\n"
+	"1:	br x16\n"
+	"	.cfi_endproc\n"
+	".size dlsym, .-dlsym\n");
 #else
-#define DLSYM_IMPL dlsym
+#error "memsaver's dlsym needs its tail jump written for this architecture (x86_64 and aarch64 have one)"
 #endif
 
 static atomic_uintptr_t cuda_handle; /* dlopen handle of libcuda, once seen */
@@ -61,7 +132,7 @@ static int is_libcuda(void *handle)
 	return 1;
 }
 
-__attribute__((visibility("hidden"), used)) void *DLSYM_IMPL(void *handle, const char *name)
+__attribute__((visibility("hidden"), used)) void *_msv_dlsym_impl(void *handle, const char *name)
 {
 	_msv_real_dlsym_init();
 	if (!_msv_real_dlsym)

@@ -2,7 +2,9 @@
 # Installs the Debian packages the build and the tests need, when missing.
 # Says what it installs; needs root (or sudo) only when something is missing.
 # MSV_WANT_CHROMIUM=1 (make test) also wants chromium for the HTML-report
-# test; that one is best effort: without it the test reports a skip.
+# test, and the aarch64 cross compiler and qemu-user for the aarch64 test
+# (tests/e2e/cross_aarch64.sh, about 250 MB); those are best effort: without
+# them the tests report a skip.
 set -eu
 need=()
 have_hdr() { [ -e "/usr/include/$1" ] || [ -e "/usr/include/x86_64-linux-gnu/$1" ]; }
@@ -23,6 +25,9 @@ command -v bpftool >/dev/null || [ -x /usr/sbin/bpftool ] || need+=(bpftool)
 optional=()
 if [ "${MSV_WANT_CHROMIUM:-0}" = 1 ]; then
 	command -v chromium >/dev/null || optional+=(chromium)
+	command -v aarch64-linux-gnu-gcc >/dev/null || optional+=(gcc-aarch64-linux-gnu)
+	[ -e /usr/aarch64-linux-gnu/include/stdio.h ] || optional+=(libc6-dev-arm64-cross)
+	command -v qemu-aarch64 >/dev/null || optional+=(qemu-user)
 fi
 [ ${#need[@]} -eq 0 ] && [ ${#optional[@]} -eq 0 ] && exit 0
 SUDO=
@@ -34,7 +39,7 @@ if [ ${#need[@]} -gt 0 ]; then
 	$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 if [ ${#optional[@]} -gt 0 ]; then
-	echo "memsaver: installing ${optional[*]} for the HTML-report test"
+	echo "memsaver: installing ${optional[*]} for the HTML-report and aarch64 tests"
 	$SUDO apt-get install -y -qq --no-install-recommends "${optional[@]}" ||
-		echo "memsaver: could not install ${optional[*]}; the HTML-report test will be skipped"
+		echo "memsaver: could not install ${optional[*]}; the tests that need them will be skipped"
 fi

@@ -23,7 +23,7 @@ void _msv_real_dlsym_init(void)
 	 * dlsym whichever glibc the host has (2.34 moved it into libc). */
 	void *p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
 	if (!p)
-		p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+		p = dlvsym(RTLD_NEXT, "dlsym", MSV_GLIBC_BASE_VERSION);
 	_msv_real_dlsym = (void *(*)(void *, const char *))p;
 }
 

@@ -13,6 +13,17 @@
 
 #include <cuda.h>
 
+/* The symbol version of the first dlsym glibc had on this architecture: the
+ * one to ask for on a glibc older than 2.34 (libdl's dlsym), and a
+ * compatibility symbol of libc afterwards.  Each port starts at its own. */
+#if defined(__x86_64__)
+#define MSV_GLIBC_BASE_VERSION "GLIBC_2.2.5"
+#elif defined(__aarch64__)
+#define MSV_GLIBC_BASE_VERSION "GLIBC_2.17"
+#else
+#error "name this architecture's first glibc symbol version (objdump -T libdl.so.2 | grep dlsym)"
+#endif
+
 /* X(cuda.h name): the versioned symbol comes from cuda.h's own #defines. */
 #define MSV_DRIVER_FUNCS(X)               \
 	X(cuGetErrorName)                 \
