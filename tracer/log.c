@@ -4,19 +4,36 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 static atomic_int threshold = MSV_LOG_WARN;
 
+int _msv_log_parse(const char *name)
+{
+	static const char *const names[] = {"error", "warn", "info", "debug"};
+	for (int i = 0; name && i < 4; i++)
+		if (strcasecmp(name, names[i]) == 0 || (i == MSV_LOG_WARN && strcasecmp(name, "warning") == 0))
+			return i;
+	return -1;
+}
+
 void _msv_log_init(void)
 {
 	const char *v = getenv("MEMSAVER_LOG");
-	static const char *const names[] = {"error", "warn", "info", "debug"};
-	if (!v)
+	if (!v || !*v)
 		return;
-	for (int i = 0; i < 4; i++)
-		if (strcmp(v, names[i]) == 0)
-			atomic_store(&threshold, i);
+	int level = _msv_log_parse(v);
+	if (level >= 0) {
+		atomic_store(&threshold, level);
+		return;
+	}
+	/* Read again on every init; a bad value is worth one line per process, not one per init. */
+	static atomic_int warned;
+	if (atomic_exchange(&warned, 1) == 0)
+		_msv_log(MSV_LOG_WARN, NULL, __FILE__, __LINE__,
+			 "MEMSAVER_LOG=%s is not one of error, warn, info, debug; keeping %s", v,
+			 (const char *const[]){"error", "warn", "info", "debug"}[atomic_load(&threshold)]);
 }
 
 int _msv_log_enabled(enum msv_log_level level)

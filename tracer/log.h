@@ -16,8 +16,11 @@ enum msv_log_level { MSV_LOG_ERROR, MSV_LOG_WARN, MSV_LOG_INFO, MSV_LOG_DEBUG };
 /* count: the call site's counter (the macros pass a static one); NULL = no cap. */
 void _msv_log(enum msv_log_level level, atomic_int *count, const char *file, int line,
 	      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-/* Threshold from MEMSAVER_LOG; read again on every call of _msv_log_init. */
+/* Threshold from MEMSAVER_LOG, any case; read again on every call of
+ * _msv_log_init; a bad value keeps the threshold and warns once. */
 void _msv_log_init(void);
+/* error/warn/info/debug (any case; "warning" too) -> its level; else -1. */
+int _msv_log_parse(const char *name);
 int _msv_log_enabled(enum msv_log_level level);
 
 #define MSV_LOG_AT(level, ...)                                                      \

@@ -4,6 +4,9 @@
 # Uses the GPU when the system driver has one, else the fake driver in
 # $BUILD/fakecuda.  Runs from the repository root; BUILD defaults to build.
 #
+# KEEP_TMP=1 keeps the report, trace and logs in the temporary folder (always
+# kept when the demo fails); otherwise they are removed at exit.
+#
 # Overhead: a few seconds on the fake driver (64 MiB of weights); on a GPU
 # DEMO_SCALE MiB of weights (default 2048) plus 2x that of kv, filled and
 # read back from the host.
@@ -130,5 +133,11 @@ if [ $rc -ne 0 ] || [ $failed -ne 0 ]; then
 	KEEP_TMP=1
 	say "FAILED; files kept in $TMP"
 	exit 1
+fi
+# The paths printed above are gone after this unless KEEP_TMP is set.
+if [ -n "${KEEP_TMP:-}" ]; then
+	say "report, trace and logs kept in $TMP"
+else
+	say "report, trace and logs in $TMP are removed now; \`make demo KEEP_TMP=1\` keeps them"
 fi
 exit 0

@@ -374,6 +374,14 @@ static int ctl_resolve(const struct ctl_opts *o, struct ctl_list *out)
 		snprintf(t.path, sizeof(t.path), "%s", o->socket);
 		if (sscanf(b ? b + 1 : o->socket, "memsaver-%d.sock", &t.pid) != 1)
 			t.pid = 0;
+		/* Nobody there is "no target", as for --pid, not a failed operation. */
+		int fd = ctl_connect(t.path, 2000);
+		if (fd < 0) {
+			fprintf(stderr, "memsaver ctl: cannot connect to %s: %s (is it the socket of an engine "
+					"running under `memsaver run`?)\n", t.path, strerror(-fd));
+			return MSV_EXIT_USAGE;
+		}
+		close(fd);
 		return ctl_list_add(out, &t) ? MSV_EXIT_FAIL : MSV_EXIT_OK;
 	}
 	if (o->all && !session) {
@@ -410,6 +418,18 @@ static int ctl_resolve(const struct ctl_opts *o, struct ctl_list *out)
 		for (size_t i = 0; i < live.n; i++)
 			if (strcmp(live.v[i].session, newest) == 0 && ctl_list_add(out, &live.v[i]) != 0)
 				rc = MSV_EXIT_FAIL;
+		/* Another engine's session is never reached silently: name the choice. */
+		if (out->n < live.n) {
+			fprintf(stderr, "memsaver ctl: --all: session %s (the newest); %zu process(es) of other "
+					"sessions left alone (choose with --session ID):\n", newest, live.n - out->n);
+			for (size_t i = 0; i < live.n; i++) {
+				char cmd[256];
+				if (!strcmp(live.v[i].session, newest))
+					continue;
+				ctl_cmdline(live.v[i].pid, cmd, sizeof(cmd));
+				fprintf(stderr, "  pid %d  session %s  %s\n", live.v[i].pid, live.v[i].session, cmd);
+			}
+		}
 		goto cleanup;
 	}
 	if (live.n == 0) {

@@ -19,6 +19,7 @@
 
 #include "tools/memsaver/checkpoint.h"
 #include "tools/memsaver/commands.h"
+#include "tracer/log.h"
 #include "tracer/policy.h"
 
 static const char usage[] =
@@ -45,7 +46,8 @@ static const char usage[] =
 	"\n"
 	"The engine's processes each get a control socket: `memsaver ctl --all pause`\n"
 	"reaches them all.  Exit status: the engine's (128+N when killed by signal N);\n"
-	"2 when memsaver refused to start it.\n"
+	"2 when memsaver refused to start it (bad option, policy, report or trace\n"
+	"path, no GPU); 127 when COMMAND cannot be run (not found, not executable).\n"
 	"\n"
 	"Overhead: one classification per cudaMalloc (a few microseconds; Python frames\n"
 	"add about 5 us), none on kernel launches.\n"
@@ -97,6 +99,26 @@ static int absolute(const char *in, char *out, size_t len)
 	if (!getcwd(cwd, sizeof(cwd)))
 		return -errno;
 	return snprintf(out, len, "%s/%s", cwd, in) < (int)len ? 0 : -ENAMETOOLONG;
+}
+
+/* The folder PATH will be written into exists and takes new files; else 0 with
+ * the reason in why.  A %p in the folder part cannot be checked until the
+ * process exists, so it passes. */
+static int writable_dir(const char *path, char *why, size_t len)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash == dir)
+		slash[1] = '\0';
+	else if (slash)
+		*slash = '\0';
+	else
+		snprintf(dir, sizeof(dir), ".");
+	if (strchr(dir, '%') || access(dir, W_OK | X_OK) == 0)
+		return 1;
+	snprintf(why, len, "%.200s: folder %.200s: %s", path, dir, strerror(errno));
+	return 0;
 }
 
 /* A GPU the engine can use: libcuda loads, cuInit works, one device at least. */
@@ -172,7 +194,13 @@ int _msv_cmd_run(int argc, char **argv)
 		case 'D': cupti = 0, deep_ready = 1; break;
 		case 'R': redirect = 0; break;
 		case 'P': python = 0; break;
-		case 'l': log = optarg; break;
+		case 'l':
+			if (_msv_log_parse(optarg) < 0) {
+				fprintf(stderr, "memsaver run: --log %s: want error, warn, info or debug\n", optarg);
+				return MSV_EXIT_USAGE;
+			}
+			log = optarg;
+			break;
 		case 'h': fputs(usage, stdout); return MSV_EXIT_OK;
 		default: fputs(usage, stderr); return MSV_EXIT_USAGE;
 		}
@@ -195,6 +223,8 @@ int _msv_cmd_run(int argc, char **argv)
 					"policy (check it with `memsaver policy check %s`)\n", err, policy);
 			return MSV_EXIT_USAGE;
 		}
+		if (_msv_policy_warnings(p))
+			fputs(_msv_policy_warnings(p), stderr);
 		_msv_policy_free(p);
 		if (!realpath(policy, pol)) {
 			fprintf(stderr, "memsaver run: %s: %s\n", policy, strerror(errno));
@@ -202,6 +232,13 @@ int _msv_cmd_run(int argc, char **argv)
 		}
 		setenv("MEMSAVER_POLICY", pol, 1);
 	}
+	const char *out_paths[] = {trace, report};
+	for (int i = 0; i < 2; i++)
+		if (out_paths[i] && !writable_dir(out_paths[i], why, sizeof(why))) {
+			fprintf(stderr, "memsaver run: %s (the %s could not be written); refusing to start the "
+					"engine\n", why, i ? "report" : "trace");
+			return MSV_EXIT_USAGE;
+		}
 	if (check_gpu(why, sizeof(why)) != 0) {
 		fprintf(stderr, "memsaver run: %s; refusing to start the engine (there is nothing to save)\n", why);
 		return MSV_EXIT_USAGE;
