@@ -20,6 +20,7 @@ struct msv_policy {
 	char *description;
 	enum msv_action actions[MSV_CAT_COUNT];
 	enum msv_context_mode context;
+	char *warnings; /* "FILE:LINE:COL: warning: ...\n" lines, or NULL */
 };
 
 static const char CATEGORY_LIST[] = "weights, kv, graph, workspace, comm, other";
@@ -637,6 +638,27 @@ static int check_rules(struct ctx *c, json_t *a, struct msv_policy *p)
 	return 0;
 }
 
+/* Valid but almost certainly wrong: noted in p->warnings, loading goes on. */
+static void warn_at(struct ctx *c, struct msv_policy *p, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void warn_at(struct ctx *c, struct msv_policy *p, const char *fmt, ...)
+{
+	char msg[512], *all = NULL;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	int line = 0, col = 0;
+	const char *at = locate(c->text, c->end, c->path, c->depth, 0);
+	if (at)
+		line_col(c->text, at, &line, &col);
+	if (asprintf(&all, "%s%s:%d:%d: warning: %s\n", p->warnings ? p->warnings : "", c->name, line, col,
+		     msg) < 0)
+		return;
+	free(p->warnings);
+	p->warnings = all;
+}
+
 static int check_actions(struct ctx *c, json_t *o, struct msv_policy *p)
 {
 	const char *key;
@@ -658,6 +680,10 @@ static int check_actions(struct ctx *c, json_t *o, struct msv_policy *p)
 				     json_string_value(v), key, ACTION_LIST);
 		else
 			p->actions[cat] = (enum msv_action)_msv_action_parse(json_string_value(v));
+		if (!rc && cat == MSV_CAT_GRAPH && (p->actions[cat] == MSV_ACT_ZERO || p->actions[cat] == MSV_ACT_DISCARD))
+			warn_at(c, p, "graph \"%s\": a CUDA graph's replays read what its capture wrote to its "
+				      "pool, so they break after a resume; keep graph \"backup\" (docs/policy.md)",
+				json_string_value(v));
 		c->depth--;
 		if (rc)
 			return rc;
@@ -752,7 +778,13 @@ void _msv_policy_free(struct msv_policy *p)
 	free(p->descr);
 	free(p->hints);
 	free(p->description);
+	free(p->warnings);
 	free(p);
+}
+
+const char *_msv_policy_warnings(const struct msv_policy *p)
+{
+	return p ? p->warnings : NULL;
 }
 
 static int parse_buf(const char *text, size_t len, const char *name, struct msv_policy **out,

@@ -39,6 +39,9 @@ int _msv_policy_parse(const char *text, const char *name, struct msv_policy **ou
 /* No rules, default actions, context trim.  NULL only when out of memory. */
 struct msv_policy *_msv_policy_default(void);
 void _msv_policy_free(struct msv_policy *p); /* accepts NULL */
+/* What loaded but is likely a mistake (graph zero or discard): lines of
+ * "FILE:LINE:COL: warning: ...\n", owned by the policy; NULL when none. */
+const char *_msv_policy_warnings(const struct msv_policy *p);
 
 size_t _msv_policy_rule_count(const struct msv_policy *p);
 const struct msv_rule *_msv_policy_rule(const struct msv_policy *p, size_t i);

@@ -76,6 +76,8 @@ static int load(const char *path, struct msv_policy **p)
 		fprintf(stderr, "%s\n", err);
 		return MSV_EXIT_USAGE;
 	}
+	if (_msv_policy_warnings(*p))
+		fputs(_msv_policy_warnings(*p), stderr);
 	return MSV_EXIT_OK;
 }
 
