@@ -335,7 +335,15 @@ json_t *_msv_report_parse(const char *text, size_t len, const char *name, char *
 json_t *_msv_report_load(const char *path, char *err, size_t errlen)
 {
 	json_error_t je;
-	return report_checked(json_load_file(path, 0, &je), &je, path, err, errlen);
+	/* jansson reports an unopenable file as line -1, column -1. */
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	json_t *r = report_checked(json_loadf(f, 0, &je), &je, path, err, errlen);
+	fclose(f);
+	return r;
 }
 
 /* ---- diff ------------------------------------------------------------ */
@@ -406,9 +414,13 @@ json_t *_msv_report_diff(const json_t *a, const json_t *b)
 			json_array_append_new(srcs, v[j]);
 	}
 	free(v);
+	/* A report without a pause has no footprint to compare: its zeros are
+	 * "not measured", and a difference against them would read as a change. */
+	int both = json_is_true(json_object_get(sa, "has_pause")) && json_is_true(json_object_get(sb, "has_pause"));
 	static const char *const kk[] = {"footprint_bytes", "reclaimed_bytes", "unreclaimed_bytes"};
 	for (size_t j = 0; j < 3; j++)
-		json_object_set_new(ch, kk[j], json_integer(wsub(iget(sb, kk[j]), iget(sa, kk[j]))));
+		json_object_set_new(ch, kk[j], both ? json_integer(wsub(iget(sb, kk[j]), iget(sa, kk[j]))) :
+						      json_null());
 	json_t *ra = json_object_get(sa, "reclaimed_share"), *rb = json_object_get(sb, "reclaimed_share");
 	json_object_set_new(ch, "reclaimed_share",
 			    json_is_number(ra) && json_is_number(rb) ?

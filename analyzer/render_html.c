@@ -287,6 +287,28 @@ static void timeline(const json_t *r, FILE *out)
 	legend(out, series);
 }
 
+/* Bar heights of one phase: each category's resident bytes, app_vmm, driver,
+ * and "unexplained" = what of the footprint the others do not cover.  The
+ * driver figure is the last one measured; a phase whose footprint is known
+ * and smaller (exit: the context is gone) cannot hold more of it than the
+ * footprint leaves, or the bar would contradict the table under it. */
+static void phase_series(const json_t *p, double v[N_SERIES])
+{
+	const json_t *cats = json_object_get(p, "categories");
+	double sum = 0;
+	for (int c = 0; c < MSV_CAT_COUNT; c++)
+		sum += v[c] = (double)iget(json_object_get(cats, _msv_category_name(c)), "resident_bytes");
+	sum += v[MSV_CAT_COUNT] = (double)iget(p, "app_vmm_bytes");
+	double d = iget(p, "driver_bytes") > 0 ? (double)iget(p, "driver_bytes") : 0;
+	const json_t *fp = json_object_get(p, "footprint_bytes");
+	double f = json_is_integer(fp) ? (double)json_integer_value(fp) : 0;
+	if (json_is_integer(fp) && d > f - sum)
+		d = f > sum ? f - sum : 0;
+	v[MSV_CAT_COUNT + 1] = d;
+	sum += d;
+	v[N_SERIES - 1] = f > sum ? f - sum : 0;
+}
+
 static void chart(const json_t *phases, FILE *out)
 {
 	size_t n = json_array_size(phases), i;
@@ -301,16 +323,10 @@ static void chart(const json_t *phases, FILE *out)
 	 * footprint the series do not cover (only when positive). */
 	json_array_foreach(phases, i, p)
 	{
-		double sum = 0;
-		json_t *cats = json_object_get(p, "categories");
-		for (int c = 0; c < MSV_CAT_COUNT; c++)
-			sum += (double)iget(json_object_get(cats, _msv_category_name(c)),
-					    "resident_bytes");
-		sum += (double)iget(p, "app_vmm_bytes");
-		sum += (double)(iget(p, "driver_bytes") > 0 ? iget(p, "driver_bytes") : 0);
-		double f = (double)iget(p, "footprint_bytes");
-		if (f > sum)
-			sum = f;
+		double v[N_SERIES], sum = 0;
+		phase_series(p, v);
+		for (int s = 0; s < N_SERIES; s++)
+			sum += v[s];
 		if (sum > max)
 			max = sum;
 	}
@@ -334,17 +350,8 @@ static void chart(const json_t *phases, FILE *out)
 	}
 	json_array_foreach(phases, i, p)
 	{
-		json_t *cats = json_object_get(p, "categories");
-		double v[N_SERIES], sum = 0;
-		for (int c = 0; c < MSV_CAT_COUNT; c++)
-			v[c] = (double)iget(json_object_get(cats, _msv_category_name(c)),
-					    "resident_bytes");
-		v[MSV_CAT_COUNT] = (double)iget(p, "app_vmm_bytes");
-		v[MSV_CAT_COUNT + 1] = iget(p, "driver_bytes") > 0 ? (double)iget(p, "driver_bytes") : 0;
-		for (int s = 0; s < N_SERIES - 1; s++)
-			sum += v[s];
-		double f = (double)iget(p, "footprint_bytes");
-		v[N_SERIES - 1] = f > sum ? f - sum : 0;
+		double v[N_SERIES];
+		phase_series(p, v);
 		int x = left + 10 + (int)i * (bw + gap);
 		double y = top + h;
 		for (int s = 0; s < N_SERIES; s++) {

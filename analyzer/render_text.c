@@ -195,7 +195,26 @@ int _msv_render_diff_text(const json_t *d, FILE *out)
 	const json_t *a = json_object_get(d, "a"), *b = json_object_get(d, "b");
 	const json_t *c = json_object_get(d, "change");
 	char x1[32], x2[32], x3[32], p1[16], p2[16];
-	fprintf(out, "A: %s\nB: %s\n\n", sget(a, "name", "?"), sget(b, "name", "?"));
+	const json_t *sides[2] = {a, b};
+	for (int w = 0; w < 2; w++) {
+		const char *file = sget(sides[w], "file", NULL), *name = sget(sides[w], "name", "?");
+		if (file && strcmp(file, name) != 0)
+			fprintf(out, "%c: %s (trace %s)\n", "AB"[w], file, name);
+		else
+			fprintf(out, "%c: %s\n", "AB"[w], name);
+	}
+	fputc('\n', out);
+	int missing = 0;
+	for (int w = 0; w < 2; w++)
+		if (!json_is_true(json_object_get(sides[w], "has_pause"))) {
+			fprintf(out, "%c has no pause: its footprint, reclaimed and unreclaimed memory were never "
+				     "measured, so there is nothing to compare (pause the engine before writing the "
+				     "report)\n",
+				"AB"[w]);
+			missing = 1;
+		}
+	if (missing)
+		return ferror(out) ? -EIO : 0;
 	fprintf(out, "%-62s %12s %12s %12s\n", "", "A", "B", "change");
 	static const char *const k[] = {"footprint_bytes", "reclaimed_bytes", "unreclaimed_bytes"};
 	static const char *const lbl[] = {"footprint", "reclaimed", "unreclaimed"};

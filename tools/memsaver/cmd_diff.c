@@ -89,6 +89,9 @@ int _msv_cmd_diff(int argc, char **argv)
 		goto cleanup;
 	}
 	d = _msv_report_diff(a, b);
+	/* A live report's trace is named "live"; the reader knows the files. */
+	for (int w = 0; d && w < 2; w++)
+		json_object_set_new(json_object_get(d, w ? "b" : "a"), "file", json_string(argv[optind + w]));
 	FILE *f = out ? fopen(out, "w") : stdout;
 	if (!d || !f) {
 		fprintf(stderr, "memsaver diff: %s %s: %s\n", d ? "cannot create" : "out of memory",
