@@ -271,7 +271,9 @@ static void on_ready(void)
 
 static void on_exit_hook(void)
 {
-	if (*_msv_options()->report && msv_report_write(NULL) != 0)
+	/* MEMSAVER_REPORT=%p.json reaches every child; one that never made a
+	 * context has nothing to report, and an empty report only misleads. */
+	if (*_msv_options()->report && _msv_tracer_device_seen() && msv_report_write(NULL) != 0)
 		MSV_ERROR("the report at exit was not written: %s", last_error);
 	_msv_control_stop();
 }

@@ -382,15 +382,33 @@ void _msv_tracer_phase(const char *label)
 	if (T.state != 1)
 		return;
 	struct msv_reading r;
-	MSV_BUSY_BEGIN();
-	if (_msv_reading_current(&r) != 0)
-		r.total = r.used = r.proc_used = MSV_NO_VALUE;
-	MSV_BUSY_END();
-	int dev = 0;
+	int dev = 0, got;
 	const struct msv_driver *dv = _msv_drv();
 	CUdevice d;
+	MSV_BUSY_BEGIN();
+	got = _msv_reading_current(&r) == 0;
 	if (dv && dv->cuCtxGetDevice && dv->cuCtxGetDevice(&d) == CUDA_SUCCESS)
 		dev = d;
+	if (!got && dv) {
+		/* No context on this thread (the control thread's `ctl snapshot`):
+		 * NVML reads the first device the process used by its PCI id,
+		 * which needs none (by index, as at exit, without the id). */
+		char pci[32] = "";
+		pthread_mutex_lock(&T.lock);
+		int seen = -1;
+		for (int i = 0; i < MSV_MAX_DEVICES && seen < 0; i++)
+			if (T.device_seen[i])
+				seen = i;
+		pthread_mutex_unlock(&T.lock);
+		if (seen >= 0 && dv->cuDeviceGetPCIBusId &&
+		    dv->cuDeviceGetPCIBusId(pci, sizeof(pci), seen) != CUDA_SUCCESS)
+			pci[0] = '\0';
+		if (seen >= 0 && _msv_nvml_reading(pci[0] ? pci : NULL, (unsigned)seen, &r) == 0)
+			got = 1, dev = seen;
+	}
+	if (!got)
+		r.total = r.used = r.proc_used = MSV_NO_VALUE;
+	MSV_BUSY_END();
 	phase_at(label, &r, _msv_now_ns(), dev);
 	if (r.used != MSV_NO_VALUE)
 		ck_rebase(r.used);
@@ -544,6 +562,16 @@ void _msv_tracer_vmm(int type, uint64_t addr, uint64_t size, uint64_t handle)
 	if (type == MSV_REC_VMM_CREATE)
 		site_strings(NULL, &r);
 	_msv_trace_append(T.log, &r);
+}
+
+int _msv_tracer_device_seen(void)
+{
+	int any = 0;
+	pthread_mutex_lock(&T.lock);
+	for (int d = 0; d < MSV_MAX_DEVICES && !any; d++)
+		any = T.device_seen[d];
+	pthread_mutex_unlock(&T.lock);
+	return any;
 }
 
 void (*_msv_exit_hook)(void);

@@ -24,6 +24,9 @@
  * policy inside a running process: said once, then a no-op). */
 int _msv_tracer_init(void);
 int _msv_tracer_active(void);
+/* 1 once a CUDA context of this process was seen on some device; a process
+ * that only called cuInit (a compile worker importing torch) never is. */
+int _msv_tracer_device_seen(void);
 const struct msv_policy *_msv_tracer_policy(void);
 struct msv_trace_writer *_msv_tracer_log(void);
 
