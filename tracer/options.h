@@ -32,6 +32,8 @@ struct msv_options {
 	int gate_timeout;       /* MEMSAVER_GATE_TIMEOUT: seconds a launch or copy of the engine waits
 	                           for the resume of a pause from outside before it fails with
 	                           CUDA_ERROR_TIMEOUT (saver/gate.h); 0 = forever */
+	uint64_t trace_max;     /* MEMSAVER_TRACE_MAX: bytes of the in-memory event log (the trace
+	                           file is not bounded); tracer/trace_writer.h says what is kept */
 };
 
 /* Parse the environment (first call) and return the options. */

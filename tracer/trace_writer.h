@@ -4,6 +4,13 @@
  * write(2), and to an in-memory copy of the same bytes, so the live report
  * and an offline report from the file are built from identical input.
  * Strings are interned: the same text gets the same id and is written once.
+ *
+ * The in-memory copy holds at most MEMSAVER_TRACE_MAX bytes (default 256 MiB,
+ * at least 64 KiB); the file is not bounded.  At the bound, allocation/free
+ * pairs with no other record between them are dropped from memory (said
+ * once), which leaves every phase, checkpoint, pause and resume seeing the
+ * same live allocations; when that frees less than half, memory keeps no
+ * more records (said once) and the live report covers the trace up to there.
  * The writer owns its buffer and file; _msv_trace_writer_free closes both. */
 #ifndef MSV_TRACE_WRITER_H
 #define MSV_TRACE_WRITER_H
