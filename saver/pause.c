@@ -3,10 +3,11 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <time.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "copy.h"
 #include "gate.h"
@@ -29,7 +30,7 @@
  * The pausing thread works in relaxed capture mode: its synchronize and
  * pinning must not invalidate a CUDA-graph capture on another thread. */
 static pthread_mutex_t op_lock = PTHREAD_MUTEX_INITIALIZER;
-static unsigned paused_mask;
+static _Atomic unsigned paused_mask; /* read by status without op_lock */
 static struct msv_timing last_pause, last_resume;
 
 unsigned _msv_saver_paused(void)
