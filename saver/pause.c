@@ -79,14 +79,13 @@ static struct msv_region **collect(unsigned mask, int pause, size_t *n)
  * is paused, a spinning kernel), so it runs on a thread of its own and the
  * pause waits for it until the deadline.  A job given up on is freed by
  * the thread when the GPU finally answers. */
-#define MAX_SYNC_CTX 16
 struct sync_job {
 	pthread_mutex_t m;
 	pthread_cond_t c;
-	CUcontext ctx[MAX_SYNC_CTX];
 	size_t n;
 	CUresult rc;
 	int done, abandoned;
+	CUcontext ctx[]; /* every distinct context of the regions, however many */
 };
 
 static void sync_job_free(struct sync_job *j)
@@ -144,14 +143,14 @@ static void *syncer(void *arg)
  * deadline passed; the GPU work is left running. */
 static CUresult sync_contexts(struct msv_region **list, size_t n, int timeout_s)
 {
-	struct sync_job *j = calloc(1, sizeof(*j));
+	struct sync_job *j = calloc(1, sizeof(*j) + n * sizeof(j->ctx[0]));
 	if (!j)
 		return CUDA_ERROR_OUT_OF_MEMORY;
 	for (size_t i = 0; i < n; i++) {
 		size_t k = 0;
 		while (k < j->n && j->ctx[k] != list[i]->ctx)
 			k++;
-		if (k == j->n && j->n < MAX_SYNC_CTX)
+		if (k == j->n)
 			j->ctx[j->n++] = list[i]->ctx;
 	}
 	pthread_condattr_t ca;
