@@ -88,6 +88,40 @@ static void attribution(const json_t *a, FILE *out)
 	}
 }
 
+/* What the pause left, by source, then what the checkpoint left. */
+static void deep_pause(const json_t *d, const json_t *a, FILE *out)
+{
+	char b1[32], b2[32], b3[32];
+	if (!d)
+		return;
+	json_t *pi = json_object_get(d, "pause_index"), *res = json_object_get(d, "residue_bytes");
+	fprintf(out, "\nDeep pause (the driver's process checkpoint%s)\n",
+		json_is_true(json_object_get(d, "resumed")) ? ", since resumed" : "");
+	if (json_is_integer(res)) {
+		fprintf(out, "  residue before the checkpoint %s", _msv_fmt_bytes(json_integer_value(res), b1, sizeof(b1)));
+		if (a && json_equal(pi, json_object_get(a, "pause_index"))) {
+			fprintf(out, ": the unreclaimed memory above, by source\n");
+		} else {
+			size_t i;
+			json_t *x;
+			fprintf(out, " (pause %lld), by source:\n", (long long)json_integer_value(pi));
+			json_array_foreach(json_object_get(d, "sources"), i, x)
+				fprintf(out, "    %-40s %10s\n", sget(x, "source", "?"),
+					_msv_fmt_bytes(iget(x, "bytes"), b1, sizeof(b1)));
+		}
+	}
+	json_t *u0 = json_object_get(d, "device_used_before_bytes"), *u1 = json_object_get(d, "device_used_after_bytes");
+	json_t *ck = json_object_get(d, "checkpointed_bytes"), *left = json_object_get(d, "left_bytes");
+	fprintf(out, "  device used %s before the checkpoint, %s after: checkpointed %s\n",
+		json_is_integer(u0) ? _msv_fmt_bytes(json_integer_value(u0), b1, sizeof(b1)) : "unknown",
+		json_is_integer(u1) ? _msv_fmt_bytes(json_integer_value(u1), b2, sizeof(b2)) : "unknown",
+		json_is_integer(ck) ? _msv_fmt_bytes(json_integer_value(ck), b3, sizeof(b3)) : "unknown");
+	if (json_is_integer(left))
+		fprintf(out, "  left on the GPU while checkpointed: %s above the baseline%s\n",
+			_msv_fmt_bytes(json_integer_value(left), b1, sizeof(b1)),
+			json_is_true(json_object_get(d, "baseline_known")) ? "" : " (baseline unknown: 0)");
+}
+
 static void recommendations(const json_t *recs, FILE *out)
 {
 	char b[32];
@@ -184,6 +218,7 @@ int _msv_render_text(const json_t *r, FILE *out)
 	}
 	header(r, out);
 	attribution(json_object_get(r, "attribution"), out);
+	deep_pause(json_object_get(r, "deep_pause"), json_object_get(r, "attribution"), out);
 	recommendations(json_object_get(r, "recommendations"), out);
 	timings(json_object_get(r, "timings"), out);
 	phases(json_object_get(r, "phases"), out);

@@ -540,6 +540,7 @@ static char *ck_event(const struct msv_trace *t, const struct msv_rec *r)
 		[MSV_MARK_INSTANTIATE_END] = "graph instantiation at",
 		[MSV_MARK_LOAD_BEGIN] = "module load at",
 		[MSV_MARK_LOAD_END] = "module load at",
+		[MSV_MARK_FIRST_LAUNCH] = "first launch in",
 	};
 	const char *w = r->addr < sizeof(what) / sizeof(what[0]) ? what[r->addr] : what[0];
 	char *site = ck_site(t, r);
@@ -641,7 +642,10 @@ static void ck_driver(struct state *st, const struct msv_rec *r)
 static void ck_phase(struct state *st, const struct msv_rec *r)
 {
 	const char *l = _msv_trace_string(st->t, r->site);
-	if (!l || r->aux == MSV_NO_VALUE || strcmp(l, "baseline") == 0)
+	/* The checkpoint readings are the ctl's, by NVML index: they bracket
+	 * the driver's checkpoint, not anything the records explain. */
+	if (!l || r->aux == MSV_NO_VALUE || strcmp(l, "baseline") == 0 ||
+	    strcmp(l, "before_checkpoint") == 0 || strcmp(l, "checkpointed") == 0)
 		return;
 	if (!st->ck_on) {
 		if (strcmp(l, "context") != 0)
@@ -737,6 +741,8 @@ static enum reason alloc_reason(const struct state *st, const struct alloc *a,
 
 struct pause_view {
 	size_t p, bp, ap; /* record indices; SIZE_MAX = none */
+	/* A deep pause: its "checkpointed" and "before_checkpoint" readings. */
+	size_t ck, before;
 	/* memsaver attach (observe only, no pause): the "attach" reading; p, bp
 	 * and ap are then the last reading.  SIZE_MAX otherwise. */
 	size_t attach;
@@ -1119,6 +1125,73 @@ static json_t *attribution(struct state *st, const struct pause_view *pv, json_t
 
 /* ---- build ----------------------------------------------------------- */
 
+/* The readings of the pause record pv->p: "before_pause" (else the last
+ * reading of its cycle before it) and "pause" (else the first reading after
+ * it, before a resume). */
+static void view_readings(const struct msv_trace *t, struct pause_view *pv)
+{
+	for (size_t i = pv->p; i-- > 0;) {
+		const struct msv_rec *r = &t->recs[i];
+		if (r->type == MSV_REC_PAUSE || r->type == MSV_REC_RESUME)
+			break; /* an earlier cycle's readings are not this one's */
+		if (r->type != MSV_REC_PHASE)
+			continue;
+		const char *l = _msv_trace_string(t, r->site);
+		if (l && strcmp(l, "before_pause") == 0) {
+			pv->bp = i;
+			break;
+		}
+		if (pv->bp == SIZE_MAX)
+			pv->bp = i; /* fallback: the last reading before the pause */
+	}
+	size_t first_after = SIZE_MAX;
+	for (size_t i = pv->p + 1; i < t->n; i++) {
+		const struct msv_rec *r = &t->recs[i];
+		if (r->type == MSV_REC_RESUME)
+			break;
+		if (r->type != MSV_REC_PHASE)
+			continue;
+		const char *l = _msv_trace_string(t, r->site);
+		if (first_after == SIZE_MAX)
+			first_after = i;
+		if (l && strcmp(l, "pause") == 0) {
+			pv->ap = i;
+			break;
+		}
+	}
+	if (pv->ap == SIZE_MAX)
+		pv->ap = first_after;
+}
+
+/* The latest deep pause: what the pause left, by source (the residue the
+ * checkpoint took), and the device memory after the checkpoint.  The two
+ * checkpoint readings are the ctl's (NVML, device-wide): they also count
+ * other processes' memory, as every reading does. */
+static json_t *deep_pause_json(const struct msv_trace *t, const struct pause_view *dv, json_t *attr,
+			       size_t pause_no)
+{
+	const struct msv_rec *ck = &t->recs[dv->ck];
+	const struct msv_rec *b = dv->before != SIZE_MAX ? &t->recs[dv->before] : NULL;
+	json_t *o = json_object();
+	json_object_set_new(o, "t_ns", jint(rel_ns(t, ck)));
+	json_object_set_new(o, "pause_index", attr ? json_integer((json_int_t)pause_no) : json_null());
+	json_object_set_new(o, "residue_bytes",
+			    attr ? json_incref(json_object_get(attr, "unreclaimed_bytes")) : json_null());
+	json_object_set_new(o, "sources", attr ? json_incref(json_object_get(attr, "sources")) : json_array());
+	int known = b && b->aux != MSV_NO_VALUE && ck->aux != MSV_NO_VALUE;
+	json_object_set_new(o, "device_used_before_bytes", b ? ju64(b->aux) : json_null());
+	json_object_set_new(o, "device_used_after_bytes", ju64(ck->aux));
+	json_object_set_new(o, "checkpointed_bytes", known ? jint((int64_t)(b->aux - ck->aux)) : json_null());
+	json_object_set_new(o, "left_bytes",
+			    ck->aux == MSV_NO_VALUE ? json_null() : jint((int64_t)(ck->aux - (uint64_t)dv->baseline)));
+	json_object_set_new(o, "baseline_known", json_boolean(dv->baseline_known));
+	int restored = 0;
+	for (size_t i = dv->ck + 1; i < t->n && !restored; i++)
+		restored = t->recs[i].type == MSV_REC_RESUME;
+	json_object_set_new(o, "resumed", json_boolean(restored));
+	return o;
+}
+
 static json_t *phase_json(struct state *st, const struct msv_rec *r, const struct pause_view *pv)
 {
 	const struct msv_trace *t = st->t;
@@ -1196,7 +1269,9 @@ static json_t *gbps(uint64_t bytes, uint32_t us)
 json_t *_msv_report_build(const struct msv_trace *t)
 {
 	struct state st;
-	struct pause_view pv = {.p = SIZE_MAX, .bp = SIZE_MAX, .ap = SIZE_MAX, .attach = SIZE_MAX};
+	struct pause_view pv = {.p = SIZE_MAX, .bp = SIZE_MAX, .ap = SIZE_MAX, .attach = SIZE_MAX,
+				.ck = SIZE_MAX, .before = SIZE_MAX};
+	struct pause_view deep = pv;
 	json_t *rep = json_object(), *policy = NULL;
 	const char *cmdline = NULL, *hostname = NULL, *devname = NULL, *cupti_why = NULL;
 	int64_t rank = -1, cupti = -1;
@@ -1241,6 +1316,8 @@ json_t *_msv_report_build(const struct msv_trace *t)
 			last_phase = i;
 			if (devtotal == MSV_NO_VALUE && r->size != MSV_NO_VALUE && r->size)
 				devtotal = r->size;
+			if (l && strcmp(l, "checkpointed") == 0)
+				deep.ck = i;
 		} else if (r->type == MSV_REC_PAUSE) {
 			pv.p = i;
 			n_pauses++;
@@ -1258,50 +1335,34 @@ json_t *_msv_report_build(const struct msv_trace *t)
 		pv.attach = attach_idx;
 		pv.p = pv.bp = pv.ap = last_phase;
 	} else if (pv.p != SIZE_MAX) {
-		for (size_t i = pv.p; i-- > 0;) {
-			const struct msv_rec *r = &t->recs[i];
-			if (r->type == MSV_REC_PAUSE || r->type == MSV_REC_RESUME)
-				break; /* an earlier cycle's readings are not this one's */
-			if (r->type != MSV_REC_PHASE)
-				continue;
-			const char *l = _msv_trace_string(t, r->site);
-			if (l && strcmp(l, "before_pause") == 0) {
-				pv.bp = i;
-				break;
-			}
-			if (pv.bp == SIZE_MAX)
-				pv.bp = i; /* fallback: the last reading before the pause */
-		}
-		size_t first_after = SIZE_MAX;
-		for (size_t i = pv.p + 1; i < t->n; i++) {
-			const struct msv_rec *r = &t->recs[i];
-			if (r->type == MSV_REC_RESUME) {
-				if (resume_idx == SIZE_MAX)
-					resume_idx = i;
-				break;
-			}
-			if (r->type != MSV_REC_PHASE)
-				continue;
-			const char *l = _msv_trace_string(t, r->site);
-			if (first_after == SIZE_MAX)
-				first_after = i;
-			if (l && strcmp(l, "pause") == 0) {
-				pv.ap = i;
-				break;
-			}
-		}
-		if (pv.ap == SIZE_MAX)
-			pv.ap = first_after;
+		view_readings(t, &pv);
 		for (size_t i = pv.p + 1; resume_idx == SIZE_MAX && i < t->n; i++)
 			if (t->recs[i].type == MSV_REC_RESUME)
 				resume_idx = i;
 	}
+	/* The latest deep pause: its "checkpointed" reading and the pause
+	 * before it, explained like the latest pause (both may be one). */
+	if (deep.ck != SIZE_MAX && pv.attach == SIZE_MAX) {
+		for (size_t i = deep.ck; i-- > 0 && deep.p == SIZE_MAX;)
+			if (t->recs[i].type == MSV_REC_PAUSE)
+				deep.p = i;
+		deep.baseline = pv.baseline;
+		deep.baseline_known = pv.baseline_known;
+		if (deep.p != SIZE_MAX)
+			view_readings(t, &deep);
+		for (size_t i = deep.ck; i-- > 0 && deep.before == SIZE_MAX;) {
+			const char *l = _msv_trace_string(t, t->recs[i].site);
+			if (t->recs[i].type == MSV_REC_PHASE && l && !strcmp(l, "before_checkpoint"))
+				deep.before = i;
+		}
+	}
 
 	/* Second pass: replay. */
 	json_t *phases = json_array(), *events = json_array(), *recs = json_array();
-	json_t *attr = NULL;
+	json_t *attr = NULL, *deep_attr = NULL, *scratch = json_array();
 	size_t freeze = pv.ap != SIZE_MAX ? pv.ap : pv.p;
-	size_t pause_no = 0;
+	size_t deep_freeze = deep.ap != SIZE_MAX ? deep.ap : deep.p;
+	size_t pause_no = 0, deep_no = 0;
 	for (size_t i = 0; i < t->n; i++) {
 		const struct msv_rec *r = &t->recs[i];
 		apply(&st, r, i);
@@ -1316,7 +1377,13 @@ json_t *_msv_report_build(const struct msv_trace *t)
 			json_object_set_new(attr, "pause_index", pv.attach != SIZE_MAX ? json_null() :
 						  json_integer((json_int_t)pause_no - 1));
 		}
+		if (i == deep_freeze && deep.p != SIZE_MAX) {
+			/* Its recommendations are the latest pause's business. */
+			deep_attr = deep.p == pv.p ? json_incref(attr) : attribution(&st, &deep, scratch);
+			deep_no = pause_no - 1;
+		}
 	}
+	json_decref(scratch);
 	sort_recs(recs);
 
 	char vbuf[64];
@@ -1359,6 +1426,9 @@ json_t *_msv_report_build(const struct msv_trace *t)
 	json_object_set_new(rep, "pauses", json_integer((json_int_t)n_pauses));
 	if (attr)
 		json_object_set_new(rep, "attribution", attr);
+	if (deep.ck != SIZE_MAX && pv.attach == SIZE_MAX)
+		json_object_set_new(rep, "deep_pause", deep_pause_json(t, &deep, deep_attr, deep_no));
+	json_decref(deep_attr);
 	json_object_set_new(rep, "recommendations", recs);
 
 	json_t *tim = json_object();

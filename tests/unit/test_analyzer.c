@@ -324,6 +324,37 @@ static void gen_residue(struct gen *g)
 	g_close(g);
 }
 
+/* A deep pause (issue 12), then a plain one: the checkpoint readings are
+ * the ctl's ("before_checkpoint", "checkpointed", by NVML index), the deep
+ * pause's residue is explained at its own pause, not the latest; the
+ * readings move no ledger (the resume reading is back at the start). */
+static void gen_deep(struct gen *g)
+{
+	uint64_t u = 1 * G;
+	g_start(g, "deep", 4248, u);
+	g_driver(g, MSV_DRV_CONTEXT, 300 * M);
+	u += 300 * M;
+	g_phase(g, "context", u);
+	g_alloc(g, 0x10000000, 2 * G, 2 * G, MSV_CAT_WEIGHTS, MSV_F_WRAPPED, 1, "libtorch_cuda.so",
+		"model.py:40:load");
+	g_alloc(g, 0x100000000, 4 * G, 4 * G, MSV_CAT_KV, MSV_F_WRAPPED, 2, "libtorch_cuda.so",
+		"memory_pool.py:200:__init__");
+	g_alloc(g, 0x300000000, 100 * M, 0, MSV_CAT_OTHER, 0, RULE_DEFAULT_OTHER, "libtorch_cuda.so",
+		"sampler.py:50:sample");
+	u += 6 * G + 100 * M;
+	g_phase(g, "before_pause", u);
+	g_pause(g, 0, CATBIT(WEIGHTS) | CATBIT(KV), 6 * G, 90000000, 2 * G, 40000, 0);
+	g_phase(g, "pause", u - 6 * G);
+	g_phase(g, "before_checkpoint", u - 6 * G);
+	g_phase(g, "checkpointed", 1 * G + 2 * M);
+	g_pause(g, 1, CATBIT(WEIGHTS) | CATBIT(KV), 6 * G, 80000000, 2 * G, 40000, 0);
+	g_phase(g, "resume", u);
+	g_phase(g, "before_pause", u);
+	g_pause(g, 0, CATBIT(KV), 4 * G, 30000000, 0, 0, 0);
+	g_phase(g, "pause", u - 4 * G);
+	g_close(g);
+}
+
 static const struct golden {
 	const char *name;
 	void (*gen)(struct gen *);
@@ -334,6 +365,7 @@ static const struct golden {
 	{"failed_resume", gen_failed_resume},
 	{"no_pause", gen_no_pause},
 	{"residue", gen_residue},
+	{"deep_pause", gen_deep},
 };
 #define N_GOLDEN (sizeof(goldens) / sizeof(goldens[0]))
 
@@ -621,6 +653,49 @@ START_TEST(test_failed_resume)
 	ck_assert_int_eq(iget(w, "released_bytes"), 4 * G);
 	ck_assert_int_eq(source_bytes(r, "driver:context", NULL), 256 * M);
 	ck_assert_int_eq(source_bytes(r, "unattributed", NULL), 0);
+	json_decref(r);
+}
+END_TEST
+
+START_TEST(test_deep_pause)
+{
+	json_t *r = report_of("deep_pause");
+	json_t *d = json_object_get(r, "deep_pause");
+	ck_assert_ptr_nonnull(d);
+	ck_assert_int_eq(iget(json_object_get(r, "attribution"), "pause_index"), 1);
+	ck_assert_int_eq(iget(d, "pause_index"), 0);
+	ck_assert_int_eq(iget(d, "residue_bytes"), 400 * M);
+	ck_assert_int_eq(iget(d, "checkpointed_bytes"), 398 * M);
+	ck_assert_int_eq(iget(d, "left_bytes"), 2 * M);
+	ck_assert(json_is_true(json_object_get(d, "resumed")));
+	json_int_t sum = 0, other = 0;
+	size_t i;
+	json_t *x;
+	json_array_foreach(json_object_get(d, "sources"), i, x) {
+		sum += iget(x, "bytes");
+		if (!strcmp(json_string_value(json_object_get(x, "source")), "category:other"))
+			other = iget(x, "bytes");
+	}
+	ck_assert_int_eq(sum, 400 * M);
+	ck_assert_int_eq(other, 100 * M);
+	/* The checkpoint readings charge nothing: the latest pause leaves the
+	 * context and other, and weights it did not name. */
+	ck_assert_int_eq(source_bytes(r, "unattributed", NULL), 0);
+	ck_assert_int_eq(source_bytes(r, "driver:unobserved", NULL), 0);
+	char *txt;
+	size_t tl;
+	FILE *f = open_memstream(&txt, &tl);
+	ck_assert_int_eq(_msv_render_text(r, f), 0);
+	fclose(f);
+	static const char *const want[] = {"Deep pause", "residue before the checkpoint 400.0 MiB (pause 0)",
+					   "checkpointed 398.0 MiB", "2.0 MiB above the baseline"};
+	for (size_t k = 0; k < sizeof(want) / sizeof(want[0]); k++)
+		ck_assert_msg(strstr(txt, want[k]) != NULL, "text lacks '%s':\n%s", want[k], txt);
+	free(txt);
+	json_decref(r);
+	/* No deep pause, no key. */
+	r = report_of("full");
+	ck_assert_ptr_null(json_object_get(r, "deep_pause"));
 	json_decref(r);
 }
 END_TEST
@@ -1133,6 +1208,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_two_pauses_latest_wins);
 	tcase_add_test(tc, test_failed_resume);
 	tcase_add_test(tc, test_no_pause);
+	tcase_add_test(tc, test_deep_pause);
 	tcase_add_test(tc, test_live_equals_file);
 	tcase_add_test(tc, test_writer_copy_equals_file);
 	tcase_add_test(tc, test_torn_mid_record);

@@ -781,6 +781,7 @@ static int ctl_deep_pause(const struct ctl_list *targets, const char *tags, int 
 			n0 = 0;
 		json_t *held = json_object(), *detail;
 		uint64_t total = 0;
+		int top = -1; /* the engine's GPU: the one the checkpoint emptied most */
 		for (int d = 0; d < n0; d++) {
 			r[i].held[d] = u0[d] > u1[d] ? u0[d] - u1[d] : 0;
 			total += r[i].held[d];
@@ -788,11 +789,20 @@ static int ctl_deep_pause(const struct ctl_list *targets, const char *tags, int 
 				char k[16];
 				snprintf(k, sizeof(k), "%d", d);
 				json_object_set_new(held, k, json_integer((json_int_t)r[i].held[d]));
+				if (top < 0 || r[i].held[d] > r[i].held[top])
+					top = d;
 			}
 		}
 		detail = json_pack("{s:o,s:b,s:b,s:I,s:I}", "held_bytes", held, "measured", n0 > 0,
 				   "upper_bound", 0, "lock_ms",
 				   (json_int_t)r[i].lock_ms, "checkpoint_ms", (json_int_t)r[i].ckpt_ms);
+		/* The readings themselves go into the engine's trace: its report
+		 * shows what the deep pause left (docs/report.md). */
+		if (detail && top >= 0)
+			json_object_set_new(detail, "device",
+					    json_pack("{s:i,s:I,s:I,s:I}", "index", top, "total_bytes",
+						      (json_int_t)(u1[top] + f[top]), "used_before_bytes",
+						      (json_int_t)u0[top], "used_after_bytes", (json_int_t)u1[top]));
 		int nr = ctl_note(r[i].t, "checkpointed", detail, err, sizeof(err));
 		json_decref(detail);
 		if (nr) {
