@@ -106,7 +106,8 @@ enum msv_driver_cause {
 	MSV_DRV_LIBRARY = 4,    /* library handle creation (cuBLAS etc.) */
 	MSV_DRV_UNOBSERVED = 5, /* no driver call seen: the interval that ends at this reading */
 	MSV_DRV_LAZY_LOAD = 6,  /* kernels loaded at first launch (CUPTI MODULE_LOADED outside
-	                           cuModuleLoad* / cuLibraryLoad*), and whatever ran since the
+	                           cuModuleLoad* / cuLibraryLoad*, or without CUPTI the first
+	                           launch of each function), and whatever ran since the
 	                           previous reading */
 };
 
@@ -125,6 +126,8 @@ enum msv_mark {
 	MSV_MARK_INSTANTIATE_END = 6,  /* after cuGraphInstantiate* */
 	MSV_MARK_LOAD_BEGIN = 7,       /* before cuModuleLoad* / cuLibraryLoad* */
 	MSV_MARK_LOAD_END = 8,         /* after cuModuleLoad* / cuLibraryLoad* */
+	MSV_MARK_FIRST_LAUNCH = 9,     /* after the first launch of a function, seen by the
+	                                  interposer when CUPTI is not attached (lazy loading) */
 };
 
 /* Record flags. */
