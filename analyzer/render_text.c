@@ -41,6 +41,11 @@ static void header(const json_t *r, FILE *out)
 		fprintf(out, "command: %.200s\n", sget(p, "cmdline", ""));
 	fprintf(out, "trace: %s%s\n", sget(t, "name", "?"),
 		json_is_true(json_object_get(t, "torn")) ? " (TORN: tail skipped)" : "");
+	const json_t *c = json_object_get(p, "cupti");
+	if (json_is_boolean(json_object_get(c, "attached")))
+		fprintf(out, "tracer: %s%s%s\n",
+			json_is_true(json_object_get(c, "attached")) ? "CUPTI and interposer" : "interposer only",
+			json_string_value(json_object_get(c, "why")) ? ": " : "", sget(c, "why", ""));
 }
 
 static void attribution(const json_t *a, FILE *out)
