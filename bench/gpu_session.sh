@@ -5,7 +5,8 @@
 # tp (200-cycle tensor-parallel loop), share (--graph-register, peer access),
 # single (bench engine parity, mixed segments), rss (driver host memory over
 # VMM cycles), attach (memsaver attach), tms (torch_memory_saver drop-in),
-# deep (deep pause), residue, expandable.  usage: bench/gpu_session.sh PART...
+# deep (deep pause), residue, expandable, soak (1000 cycles: do resources stay
+# flat).  usage: bench/gpu_session.sh PART...
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/gpu-out}
@@ -91,6 +92,18 @@ for part in "$@"; do
 			> "$OUT/deep.jsonl" 2> "$OUT/deep/deep.log"
 		echo "{\"bench\":\"deep_pause\",\"rc\":$?}" | tee -a "$OUT/results.jsonl"
 		tail -n 1 "$OUT/deep.jsonl" | tee -a "$OUT/results.jsonl"
+		;;
+	soak)
+		# Issue 16: the engine alone first (its own growth), then 1000 cycles under memsaver.
+		mkdir -p "$OUT/soak"
+		timeout 130 python3 "$ROOT/bench/soak.py" --no-memsaver --cycles "${SOAK_CYCLES:-1000}" --deadline-s 110 \
+			--out "$OUT/soak" > "$OUT/soak-plain.jsonl" 2> "$OUT/soak/soak-plain.log"
+		tail -n 1 "$OUT/soak-plain.jsonl" | tee -a "$OUT/results.jsonl"
+		timeout "$(( ${SOAK_DEADLINE:-380} + 20 ))" python3 "$ROOT/bench/soak.py" --build "$BUILD" \
+			--cycles "${SOAK_CYCLES:-1000}" --deadline-s "${SOAK_DEADLINE:-380}" --baseline "$OUT/soak-plain.jsonl" \
+			--out "$OUT/soak" > "$OUT/soak.jsonl" 2> "$OUT/soak/soak.log"
+		echo "{\"bench\":\"soak\",\"rc\":$?}" | tee -a "$OUT/results.jsonl"
+		tail -n 1 "$OUT/soak.jsonl" | tee -a "$OUT/results.jsonl"
 		;;
 	esac
 done

@@ -12,6 +12,9 @@ Between phases the engine can hold (--hold-dir): it writes HOLD_DIR/hold.N and w
 for HOLD_DIR/go.N, so an outside tool can pause and resume it.  After every hold it
 recomputes the logits of a fixed prompt and the graph replays' outputs and compares
 them bitwise with those taken before the first hold.  Results are JSON lines on stdout.
+The go file may carry words (bench/soak.py writes them): "decode" times the decode step
+again after the check, "py" adds the Python heap's counts (gc objects, allocated blocks,
+malloc in use, tracemalloc with --tracemalloc), "stop" ends the loop after this check.
 """
 import argparse
 import faulthandler
@@ -188,6 +191,30 @@ def hold(hold_dir, n):
     go = os.path.join(hold_dir, f"go.{n}")
     while not os.path.exists(go):
         time.sleep(0.005)
+    with open(go) as f:
+        return f.read().split()
+
+
+def py_heap():
+    """The interpreter's and malloc's counts, to tell a Python-side leak from
+    one below it (the driver, memsaver)."""
+    import ctypes
+    import tracemalloc
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(k, ctypes.c_size_t) for k in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                   "fsmblks", "uordblks", "fordblks", "keepcost")]
+    r = {"gc_objects": len(gc.get_objects()), "allocated_blocks": sys.getallocatedblocks()}
+    try:
+        f = ctypes.CDLL(None).mallinfo2
+        f.restype = Mallinfo2
+        m = f()
+        r.update(malloc_in_use_bytes=m.uordblks + m.hblkhd, malloc_arena_bytes=m.arena)
+    except (OSError, AttributeError):
+        pass
+    if tracemalloc.is_tracing():
+        r["tracemalloc_bytes"] = tracemalloc.get_traced_memory()[0]
+    return r
 
 
 def main():
@@ -200,6 +227,7 @@ def main():
     ap.add_argument("--hold-dir", help="directory for hold.N / go.N files")
     ap.add_argument("--decode-steps", type=int, default=200, help="timed graph replays (bs = largest)")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--tracemalloc", action="store_true", help="trace Python allocations from the first hold on")
     ap.add_argument("--exit-order", choices=["graphs-first", "group-first"], default="graphs-first",
                     help="at exit, release the CUDA graphs before destroying the process group (default), "
                          "or destroy the group while the graphs that hold its collectives are alive "
@@ -240,12 +268,23 @@ def main():
          startup_s=round(t_ready - t0, 4), decode_step_ms=round(step_ms, 5),
          torch_reserved_bytes=torch.cuda.memory_reserved(device), pid=os.getpid(), rank=RANK, world=WORLD)
     ok = True
+    if args.tracemalloc:
+        import tracemalloc
+        tracemalloc.start()
     for c in range(args.cycles):
-        hold(args.hold_dir, c)
+        words = hold(args.hold_dir, c)
         got = outputs(w, kv, batches, use_graphs)
         bad = [k for k in ref if not torch.equal(ref[k], got[k])]
         ok &= not bad
-        emit(event="cycle", cycle=c, rank=RANK, bitwise_equal=not bad, mismatched=bad)
+        extra = {}
+        if "decode" in words:
+            extra["decode_step_ms"] = round(time_decode(w, kv, batches[-1], use_graphs, args.decode_steps), 5)
+        if "py" in words:
+            del got
+            extra.update(py_heap())
+        emit(event="cycle", cycle=c, rank=RANK, bitwise_equal=not bad, mismatched=bad, **extra)
+        if "stop" in words:
+            break
     if args.cycles:
         step_ms = time_decode(w, kv, batches[-1], use_graphs, args.decode_steps)
     emit(event="done", ok=ok, rank=RANK, decode_step_ms_after=round(step_ms, 5))
