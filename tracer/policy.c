@@ -20,12 +20,13 @@ struct msv_policy {
 	char *description;
 	enum msv_action actions[MSV_CAT_COUNT];
 	enum msv_context_mode context;
+	enum msv_residue_mode residue;
 	char *warnings; /* "FILE:LINE:COL: warning: ...\n" lines, or NULL */
 };
 
 static const char CATEGORY_LIST[] = "weights, kv, graph, workspace, comm, other";
 static const char ACTION_LIST[] = "keep, discard, zero, backup";
-static const char TOP_KEYS[] = "version, rules, actions, context, description, comment";
+static const char TOP_KEYS[] = "version, rules, actions, context, residue, description, comment";
 static const char RULE_KEYS[] = "category, match, description, comment";
 static const char MATCH_KEYS[] = "nvtx, python, library, capturing, min_bytes, max_bytes";
 
@@ -732,6 +733,17 @@ static int check_top(struct ctx *c, json_t *root, struct msv_policy *p)
 			else
 				rc = fail_at(c, 0, "\"context\" must be the string \"trim\" or \"keep\", got %s",
 					     type_name(v));
+		} else if (!strcmp(key, "residue")) {
+			const char *s = json_string_value(v);
+			if (s && !strcmp(s, "keep"))
+				p->residue = MSV_RESIDUE_KEEP;
+			else if (s && !strcmp(s, "checkpoint"))
+				p->residue = MSV_RESIDUE_CHECKPOINT;
+			else if (s)
+				rc = fail_at(c, 0, "bad residue \"%s\" (expected \"keep\" or \"checkpoint\")", s);
+			else
+				rc = fail_at(c, 0, "\"residue\" must be the string \"keep\" or \"checkpoint\", "
+						   "got %s", type_name(v));
 		} else if (!strcmp(key, "description"))
 			rc = check_string(c, key, v, &p->description);
 		else if (!strcmp(key, "comment"))
@@ -916,6 +928,11 @@ enum msv_context_mode _msv_policy_context(const struct msv_policy *p)
 	return p ? p->context : MSV_CONTEXT_TRIM;
 }
 
+enum msv_residue_mode _msv_policy_residue(const struct msv_policy *p)
+{
+	return p ? p->residue : MSV_RESIDUE_KEEP;
+}
+
 int _msv_policy_wraps_any(const struct msv_policy *p)
 {
 	for (int i = 0; i < MSV_CAT_COUNT; i++)
@@ -991,5 +1008,7 @@ json_t *_msv_policy_to_json(const struct msv_policy *p)
 	json_object_set_new(o, "actions", acts);
 	json_object_set_new(o, "context",
 			    json_string(_msv_policy_context(p) == MSV_CONTEXT_KEEP ? "keep" : "trim"));
+	json_object_set_new(o, "residue",
+			    json_string(_msv_policy_residue(p) == MSV_RESIDUE_CHECKPOINT ? "checkpoint" : "keep"));
 	return o;
 }

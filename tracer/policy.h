@@ -29,6 +29,11 @@ struct msv_rule {
 };
 
 enum msv_context_mode { MSV_CONTEXT_TRIM, MSV_CONTEXT_KEEP };
+/* "residue": what a plain `memsaver ctl pause` does with what the pause
+ * leaves on the GPU: keep it (default), or have the driver checkpoint it
+ * away, as `ctl pause --deep` does (docs/deep-pause.md).  The ctl reads it
+ * from the engine's status. */
+enum msv_residue_mode { MSV_RESIDUE_KEEP, MSV_RESIDUE_CHECKPOINT };
 
 /* Load and validate.  Returns 0 and a new policy in *out, or -EINVAL (bad
  * content) / -errno (unreadable) with the message in err. */
@@ -47,11 +52,12 @@ size_t _msv_policy_rule_count(const struct msv_policy *p);
 const struct msv_rule *_msv_policy_rule(const struct msv_policy *p, size_t i);
 enum msv_action _msv_policy_action(const struct msv_policy *p, enum msv_category c);
 enum msv_context_mode _msv_policy_context(const struct msv_policy *p);
+enum msv_residue_mode _msv_policy_residue(const struct msv_policy *p);
 /* Whether any category has an action other than keep. */
 int _msv_policy_wraps_any(const struct msv_policy *p);
 
 /* The effective policy as JSON: {"version":1,"rules":[...],"defaults":[...],
- * "actions":{every category},"context":"trim"}.  New reference. */
+ * "actions":{every category},"context":"trim","residue":"keep"}.  New reference. */
 json_t *_msv_policy_to_json(const struct msv_policy *p);
 
 /* Added by the policy parser (nothing above changed). */

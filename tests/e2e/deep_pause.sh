@@ -16,6 +16,10 @@
 #      one line with the driver's reason, the engine stays normally paused.
 #   4. A ctl killed between lock and the end of the checkpoint: status shows
 #      the driver's state, the next resume brings the engine back.
+#   5. A policy with "residue": "checkpoint": a plain `ctl pause` is deep;
+#      the report has the deep pause (residue by source, nothing left
+#      after the checkpoint); MEMSAVER_LOG=debug shows resume's steps.
+#      Without --deep-ready the same policy pauses normally, saying why.
 . "$(dirname "$0")/common.bash"
 export FAKECUDA_DEVICE_DIR=$T/dev FAKECUDA_TOTAL_BYTES=8GiB
 mkdir -p "$FAKECUDA_DEVICE_DIR"
@@ -40,7 +44,7 @@ status_field() {
 start_demo() {
 	local d=$1; shift
 	mkdir -p "$d"
-	"$MS" run "$@" -p "$ROOT/tools/demo/demo-policy.json" -- \
+	"$MS" run "$@" -p "${POLICY:-$ROOT/tools/demo/demo-policy.json}" -- \
 		"$DEMO" --scale 32 --steps 4 --hold-at 2 --hold-file "$d/go" --hold-timeout 120 \
 		--expect-kv any --expect-workspace zero --json >"$d/out" 2>"$d/err" &
 	RUN=$!
@@ -156,3 +160,40 @@ grep -q 'the engine was last told "locked", the driver says checkpointed' "$T/st
 grep -q "restored from the driver checkpoint" "$d/r.out" || fail "resume after the kill did not restore"
 finish_demo "$d"
 ok "ctl killed mid-checkpoint: status shows the driver's state; the next resume brings the engine back"
+
+# ---- 5. the policy key "residue": "checkpoint" -----------------------------
+unset FAKECUDA_CHECKPOINT_MS
+POLICY=$T/residue.json
+py 'import json, sys; p = json.load(open(sys.argv[1])); p["residue"] = "checkpoint"; json.dump(p, open(sys.argv[2], "w"))' \
+	"$ROOT/tools/demo/demo-policy.json" "$POLICY"
+d=$T/policy
+start_demo "$d" --deep-ready --report "$d/report.json"
+[ "$(status_field "$PID" residue)" = checkpoint ] || fail "status does not carry the policy's residue"
+"$MS" ctl --pid "$PID" pause >"$d/p.out" 2>&1 || { cat "$d/p.out" "$d/err"; fail "plain ctl pause under residue checkpoint"; }
+cat "$d/p.out"
+grep -q "pid $PID: deep-paused: checkpointed" "$d/p.out" || fail "the policy's residue did not make the pause deep"
+[ "$(nvml_used)" = "$base" ] || fail "device used while checkpointed by policy: $(nvml_used)"
+MEMSAVER_LOG=debug "$MS" ctl --pid "$PID" resume >"$d/r.out" 2>&1 || { cat "$d/r.out"; fail "resume after the policy's deep pause"; }
+cat "$d/r.out"
+grep -qE "resume steps: status [0-9]+ ms, cuInit [0-9]+ ms, .*restore [0-9]+ ms, unlock [0-9]+ ms, .*memsaver resume [0-9]+ ms.*since main" "$d/r.out" || fail "MEMSAVER_LOG=debug does not show resume's steps"
+"$MS" ctl --pid "$PID" report -o "$d/live.json" >/dev/null 2>&1 || fail "ctl report after the deep pause"
+py 'import json, sys
+d = json.load(open(sys.argv[1]))["deep_pause"]
+assert d["left_bytes"] == 0, d
+assert d["checkpointed_bytes"] > 0 and d["resumed"] is True, d
+assert d["pause_index"] == 0 and d["residue_bytes"] == sum(s["bytes"] for s in d["sources"]), d
+assert d["device_used_before_bytes"] - d["device_used_after_bytes"] == d["checkpointed_bytes"], d' "$d/live.json" || fail "the report's deep_pause"
+"$MS" report "$d/live.json" >"$d/report.txt" || fail "memsaver report of the live report"
+grep -q "^Deep pause" "$d/report.txt" && grep -q "left on the GPU while checkpointed: 0 B above the baseline" "$d/report.txt" \
+	|| { cat "$d/report.txt"; fail "memsaver report does not show the deep pause"; }
+finish_demo "$d"
+ok "residue checkpoint: a plain ctl pause is deep; the report shows the residue and 0 B left; debug shows resume's steps"
+
+d=$T/policy-cupti
+start_demo "$d"
+"$MS" ctl --pid "$PID" pause >"$d/p.out" 2>&1 && fail "a policy deep pause of a CUPTI engine exited 0"
+grep -q "deep pause (the policy's \"residue\": \"checkpoint\") refused: pid $PID subscribed to CUPTI.*--deep-ready.; paused normally instead" "$d/p.out" || { cat "$d/p.out"; fail "the policy's refusal line"; }
+[ "$(status_field "$PID" state)" = paused ] || fail "not normally paused after the policy's refusal"
+"$MS" ctl --pid "$PID" resume >/dev/null 2>&1 || fail "resume after the policy's refusal"
+finish_demo "$d"
+ok "residue checkpoint without --deep-ready: paused normally, one line says why"

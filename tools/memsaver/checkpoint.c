@@ -8,9 +8,11 @@
 #include <cuda.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* nvml.h is not in the toolkit: the few types used, with the real layout. */
 typedef struct {
@@ -21,6 +23,9 @@ typedef void *msv_nvml_device;
 struct msv_ckpt {
 	void *cuda, *nvml;
 	int nvml_tried, nvml_ok;
+	pthread_t nvml_thread; /* NVML's init, beside cuInit; joined at first use */
+	int nvml_started;
+	struct msv_ckpt_times times;
 	CUresult (*get_error_name)(CUresult, const char **);
 	CUresult (*get_state)(int, CUprocessState *);
 	CUresult (*lock)(int, CUcheckpointLockArgs *);
@@ -39,10 +44,46 @@ const char *_msv_ckpt_state_name(int state)
 	return state >= 0 && state < 4 ? n[state] : "unknown";
 }
 
+static int nvml_load_now(struct msv_ckpt *c);
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *nvml_thread(void *arg)
+{
+	long long t0 = now_ms();
+	struct msv_ckpt *c = arg;
+	nvml_load_now(c);
+	c->times.nvml_ms = now_ms() - t0;
+	return NULL;
+}
+
+/* NVML is needed by every command that checkpoints or restores; its init
+ * and cuInit each take tens of milliseconds and do not depend on each
+ * other. */
+static void nvml_join(struct msv_ckpt *c)
+{
+	if (c->nvml_started) {
+		pthread_join(c->nvml_thread, NULL);
+		c->nvml_started = 0;
+	}
+}
+
+void _msv_ckpt_times(struct msv_ckpt *c, struct msv_ckpt_times *out)
+{
+	nvml_join(c);
+	*out = c->times;
+}
+
 void _msv_ckpt_free(struct msv_ckpt *c)
 {
 	if (!c)
 		return;
+	nvml_join(c);
 	/* libcuda stays loaded: unloading a driver after cuInit is not
 	 * something it supports. */
 	if (c->nvml) {
@@ -73,6 +114,8 @@ int _msv_ckpt_open(struct msv_ckpt **out, char *why, size_t len)
 		snprintf(why, len, "out of memory");
 		return -ENOMEM;
 	}
+	c->nvml_started = pthread_create(&c->nvml_thread, NULL, nvml_thread, c) == 0;
+	long long t0 = now_ms();
 	c->cuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
 	if (!c->cuda) {
 		snprintf(why, len, "libcuda.so.1 cannot be loaded (%s)", dlerror());
@@ -90,6 +133,7 @@ int _msv_ckpt_open(struct msv_ckpt **out, char *why, size_t len)
 		goto cleanup;
 	}
 	CUresult r = init(0);
+	c->times.cuinit_ms = now_ms() - t0;
 	if (r != CUDA_SUCCESS) {
 		snprintf(why, len, "cuInit failed in the ctl process: CUresult %d", (int)r);
 		rc = (int)r;
@@ -167,7 +211,7 @@ int _msv_ckpt_unlock(struct msv_ckpt *c, int pid, char *why, size_t len)
 	return r == CUDA_SUCCESS ? 0 : ckpt_fail(c, r, "cuCheckpointProcessUnlock", pid, why, len);
 }
 
-static int nvml_load(struct msv_ckpt *c)
+static int nvml_load_now(struct msv_ckpt *c)
 {
 	if (c->nvml_tried)
 		return c->nvml_ok ? 0 : -ENOENT;
@@ -184,6 +228,12 @@ static int nvml_load(struct msv_ckpt *c)
 		return -ENOENT;
 	c->nvml_ok = 1;
 	return 0;
+}
+
+static int nvml_load(struct msv_ckpt *c)
+{
+	nvml_join(c);
+	return nvml_load_now(c);
 }
 
 int _msv_ckpt_memory(struct msv_ckpt *c, int *n, uint64_t used[MSV_CKPT_MAX_DEVICES],

@@ -11,7 +11,8 @@
  *
  * Functions return 0, a CUresult (> 0) from the driver, or a negative errno;
  * on failure `why` holds one sentence naming the call, the pid and the
- * driver's error name.  Not thread-safe; one handle per command. */
+ * driver's error name.  Not thread-safe (its own NVML thread aside); one
+ * handle per command. */
 #ifndef MSV_CHECKPOINT_H
 #define MSV_CHECKPOINT_H
 
@@ -26,8 +27,10 @@ const char *_msv_ckpt_state_name(int state);
 
 struct msv_ckpt;
 
-/* Load the driver and resolve the API.  -ENOSYS: this driver has no process
- * checkpoint (why says which).  *out is NULL on failure. */
+/* Load the driver and resolve the API; NVML loads on a thread meanwhile
+ * (joined by the first call that needs it, or by _msv_ckpt_free).  -ENOSYS:
+ * this driver has no process checkpoint (why says which).  *out is NULL on
+ * failure. */
 int _msv_ckpt_open(struct msv_ckpt **out, char *why, size_t len);
 void _msv_ckpt_free(struct msv_ckpt *c); /* NULL is fine */
 
@@ -42,6 +45,13 @@ int _msv_ckpt_unlock(struct msv_ckpt *c, int pid, char *why, size_t len);
  * -ENOENT when NVML is not there (why says so). */
 int _msv_ckpt_memory(struct msv_ckpt *c, int *n, uint64_t used[MSV_CKPT_MAX_DEVICES],
 		     uint64_t free_b[MSV_CKPT_MAX_DEVICES], char *why, size_t len);
+/* How long the open took: dlopen + cuInit, and NVML's load + init beside
+ * it (waits for that thread). */
+struct msv_ckpt_times {
+	long long cuinit_ms, nvml_ms;
+};
+void _msv_ckpt_times(struct msv_ckpt *c, struct msv_ckpt_times *out);
+
 /* The driver release's major number (580 for 580.159.04), or a negative
  * errno when NVML cannot say. */
 int _msv_ckpt_driver_major(struct msv_ckpt *c);

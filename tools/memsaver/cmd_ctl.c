@@ -25,6 +25,7 @@
 #include "tools/memsaver/checkpoint.h"
 #include "tools/memsaver/commands.h"
 #include "tracer/categories.h"
+#include "tracer/log.h"
 #include "tracer/options.h"
 
 #define CTL_SLOW_TIMEOUT_MS (600 * 1000) /* pause/resume: backups of tens of GiB */
@@ -58,7 +59,9 @@ static const char ctl_usage[] =
 	"                            category the policy wraps); --deep then has the\n"
 	"                            driver checkpoint the rest, CUDA context included,\n"
 	"                            to host memory (engine started with `memsaver run\n"
-	"                            --deep-ready`; docs/deep-pause.md).  With --all:\n"
+	"                            --deep-ready`; docs/deep-pause.md); a policy with\n"
+	"                            \"residue\": \"checkpoint\" makes every pause deep.\n"
+	"                            With --all:\n"
 	"                            every rank or none.  The engine need not be idle:\n"
 	"                            its launches, copies and memsets wait for resume\n"
 	"                            (MEMSAVER_GATE_TIMEOUT s, default 600, then they\n"
@@ -672,7 +675,51 @@ static long long ctl_ms_since(long long t0)
 	return ctl_now_ms() - t0;
 }
 
-static int ctl_deep_pause(const struct ctl_list *targets, const char *tags, int timeout_ms)
+/* Where a command's time went, printed with MEMSAVER_LOG=debug: a GPU run
+ * shows which step to cut (docs/deep-pause.md, "Speed of resume"). */
+#define CTL_MAX_STEPS 12
+struct ctl_steps {
+	long long t_main;
+	int n;
+	const char *name[CTL_MAX_STEPS];
+	long long ms[CTL_MAX_STEPS];
+};
+
+static void ctl_step_add(struct ctl_steps *s, const char *name, long long ms)
+{
+	int i = 0;
+	while (i < s->n && strcmp(s->name[i], name) != 0)
+		i++;
+	if (i == s->n && s->n < CTL_MAX_STEPS)
+		s->name[s->n++] = name, s->ms[i] = 0;
+	if (i < s->n)
+		s->ms[i] += ms;
+}
+
+/* Add the time since t0 to step `name` (ranks add up); returns now, the
+ * next step's t0. */
+static long long ctl_step(struct ctl_steps *s, const char *name, long long t0)
+{
+	long long now = ctl_now_ms();
+	ctl_step_add(s, name, now - t0);
+	return now;
+}
+
+static void ctl_steps_print(const struct ctl_steps *s, const char *cmd)
+{
+	if (!_msv_log_enabled(MSV_LOG_DEBUG) || !s->n)
+		return;
+	fprintf(stderr, "memsaver ctl: %s steps:", cmd);
+	for (int i = 0; i < s->n; i++)
+		fprintf(stderr, "%s %s %lld ms", i ? "," : "", s->name[i], s->ms[i]);
+	fprintf(stderr, "; %lld ms since main\n", ctl_ms_since(s->t_main));
+}
+
+/* statuses: the targets' status objects when the caller already asked
+ * (taken over, NULL entries asked again), or NULL.  by_policy: the deep
+ * pause was asked by the engines' policy, not by --deep. */
+static int ctl_deep_pause(const struct ctl_list *targets, const char *tags, int timeout_ms, json_t **statuses,
+			  int by_policy)
 {
 	size_t n = targets->n, deep = 0;
 	struct deep_rank *r = calloc(n ? n : 1, sizeof(*r));
@@ -685,7 +732,10 @@ static int ctl_deep_pause(const struct ctl_list *targets, const char *tags, int 
 	}
 	for (size_t i = 0; i < n; i++) {
 		r[i].t = &targets->v[i];
-		if (!(r[i].status = ctl_status_of(r[i].t, err, sizeof(err)))) {
+		r[i].status = statuses ? statuses[i] : NULL;
+		if (statuses)
+			statuses[i] = NULL;
+		if (!r[i].status && !(r[i].status = ctl_status_of(r[i].t, err, sizeof(err)))) {
 			fprintf(stderr, "pid %d: error: %s; nothing was done\n", r[i].t->pid, err);
 			goto cleanup;
 		}
@@ -731,7 +781,8 @@ static int ctl_deep_pause(const struct ctl_list *targets, const char *tags, int 
 		json_decref(reply);
 	}
 	if (refusal) {
-		printf("memsaver ctl: deep pause refused: %s; paused normally instead\n", refusal);
+		printf("memsaver ctl: deep pause%s refused: %s; paused normally instead\n",
+		       by_policy ? " (the policy's \"residue\": \"checkpoint\")" : "", refusal);
 		goto cleanup;
 	}
 
@@ -835,11 +886,43 @@ cleanup:
 	return rc;
 }
 
+/* A plain pause is deep when the engines' policy says "residue":
+ * "checkpoint" (their status tells).  Returns -1 (deep, asked by the
+ * policy) with the statuses kept in *out for ctl_deep_pause, or 0 (plain;
+ * a target whose status cannot be read pauses plainly and reports its own
+ * error).  Ranks that disagree pause plainly, said in one line. */
+static int ctl_policy_deep(const struct ctl_list *targets, json_t ***out)
+{
+	size_t n = targets->n, yes = 0;
+	char err[PATH_MAX + 1024];
+	json_t **st = calloc(n ? n : 1, sizeof(*st));
+	*out = NULL;
+	if (!st)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		st[i] = ctl_status_of(&targets->v[i], err, sizeof(err));
+		const char *v = json_string_value(json_object_get(st[i], "residue"));
+		yes += v && !strcmp(v, "checkpoint");
+	}
+	if (yes && yes < n)
+		printf("memsaver ctl: %zu of %zu processes have \"residue\": \"checkpoint\" in their policy "
+		       "and the others not; pausing every one normally (`memsaver ctl pause --deep` checkpoints "
+		       "them all)\n", yes, n);
+	if (yes && yes == n) {
+		*out = st;
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		json_decref(st[i]);
+	free(st);
+	return 0;
+}
+
 /* Before a plain resume: restore and unlock whatever the driver holds, after
  * checking that every GPU has the memory the checkpoints hold (a restore
  * that runs out of memory leaves the process unusable: cuda-checkpoint#44).
  * Returns MSV_EXIT_OK when the plain resume may go on. */
-static int ctl_deep_resume(const struct ctl_list *targets)
+static int ctl_deep_resume(const struct ctl_list *targets, struct ctl_steps *steps)
 {
 	size_t n = targets->n;
 	struct deep_rank *r = calloc(n ? n : 1, sizeof(*r));
@@ -852,6 +935,7 @@ static int ctl_deep_resume(const struct ctl_list *targets)
 		fprintf(stderr, "memsaver ctl: out of memory\n");
 		goto cleanup;
 	}
+	long long t = ctl_now_ms();
 	for (size_t i = 0; i < n; i++) {
 		r[i].t = &targets->v[i];
 		state[i] = -1;
@@ -861,6 +945,7 @@ static int ctl_deep_resume(const struct ctl_list *targets)
 		}
 		any += json_is_object(json_object_get(r[i].status, "deep"));
 	}
+	t = ctl_step(steps, "status", t);
 	if (!any) {
 		rc = MSV_EXIT_OK;
 		goto cleanup;
@@ -869,6 +954,7 @@ static int ctl_deep_resume(const struct ctl_list *targets)
 		fprintf(stderr, "memsaver ctl: a deep-paused engine needs the driver's restore, and %s\n", why);
 		goto cleanup;
 	}
+	t = ctl_step(steps, "cuInit", t);
 	for (size_t i = 0; i < n; i++) {
 		json_t *deep = json_object_get(r[i].status, "deep");
 		if (!json_is_object(deep))
@@ -901,6 +987,7 @@ static int ctl_deep_resume(const struct ctl_list *targets)
 			}
 		}
 	}
+	t = ctl_step(steps, "driver state", t);
 	int nd = 0;
 	uint64_t used[MSV_CKPT_MAX_DEVICES], freeb[MSV_CKPT_MAX_DEVICES];
 	int checkpointed = 0;
@@ -931,6 +1018,7 @@ static int ctl_deep_resume(const struct ctl_list *targets)
 		}
 	}
 	/* Restore every rank before unlocking any. */
+	t = ctl_step(steps, "free memory check (NVML)", t);
 	rc = MSV_EXIT_OK;
 	for (size_t i = 0; i < n; i++) {
 		if (state[i] != MSV_CKPT_CHECKPOINTED)
@@ -945,6 +1033,7 @@ static int ctl_deep_resume(const struct ctl_list *targets)
 			continue;
 		}
 		r[i].ckpt_ms = ctl_ms_since(t0);
+		t = ctl_step(steps, "restore", t);
 		state[i] = MSV_CKPT_LOCKED;
 		printf("pid %d: restored from the driver checkpoint (%lld ms)\n", r[i].t->pid, r[i].ckpt_ms);
 	}
@@ -954,14 +1043,22 @@ static int ctl_deep_resume(const struct ctl_list *targets)
 			rc = MSV_EXIT_FAIL;
 			continue;
 		}
+		if (state[i] == MSV_CKPT_LOCKED)
+			t = ctl_step(steps, "unlock", t);
 		if (state[i] == MSV_CKPT_LOCKED || state[i] == MSV_CKPT_RUNNING) {
 			if (ctl_note(r[i].t, "paused", NULL, err, sizeof(err)) != 0) {
 				fprintf(stderr, "pid %d: error: %s\n", r[i].t->pid, err);
 				rc = MSV_EXIT_FAIL;
 			}
+			t = ctl_step(steps, "note", t);
 		}
 	}
 cleanup:
+	if (api) {
+		struct msv_ckpt_times ct;
+		_msv_ckpt_times(api, &ct);
+		ctl_step_add(steps, "(NVML init, beside cuInit)", ct.nvml_ms);
+	}
 	for (size_t i = 0; r && i < n; i++)
 		json_decref(r[i].status);
 	free(r);
@@ -1116,6 +1213,8 @@ int _msv_cmd_ctl(int argc, char **argv)
 	int c, rc = MSV_EXIT_OK, slow = 0, deep = 0;
 	struct msv_ckpt *api = NULL;
 	int api_tried = 0;
+	json_t **statuses = NULL;
+	struct ctl_steps steps = {.t_main = ctl_now_ms()};
 	char *end;
 
 	optind = 0; /* glibc: reinitialise, the dispatcher may have used getopt */
@@ -1224,12 +1323,13 @@ int _msv_cmd_ctl(int argc, char **argv)
 
 	if ((rc = ctl_resolve(&o, &targets)) != MSV_EXIT_OK)
 		goto cleanup;
-	if (deep && !strcmp(cmd, "pause")) {
-		rc = ctl_deep_pause(&targets, tags, timeout);
+	if (!strcmp(cmd, "pause") && (deep || (deep = ctl_policy_deep(&targets, &statuses)) != 0)) {
+		rc = ctl_deep_pause(&targets, tags, timeout, statuses, deep < 0);
 		goto cleanup;
 	}
-	if (!strcmp(cmd, "resume") && (rc = ctl_deep_resume(&targets)) != MSV_EXIT_OK)
+	if (!strcmp(cmd, "resume") && (rc = ctl_deep_resume(&targets, &steps)) != MSV_EXIT_OK)
 		goto cleanup;
+	long long t_req = ctl_now_ms();
 	int keyed = o.all && (!strcmp(cmd, "status") || (!strcmp(cmd, "report") && !(out && strstr(out, "%p"))));
 	if (keyed && !(collected = json_object())) {
 		rc = MSV_EXIT_FAIL;
@@ -1242,6 +1342,7 @@ int _msv_cmd_ctl(int argc, char **argv)
 		rc = MSV_EXIT_FAIL;
 		goto cleanup;
 	}
+	ctl_step(&steps, !strcmp(cmd, "resume") ? "memsaver resume" : "request", t_req);
 	for (size_t i = 0; i < targets.n; i++) {
 		const struct ctl_target *t = &targets.v[i];
 		json_t *reply;
@@ -1335,7 +1436,12 @@ int _msv_cmd_ctl(int argc, char **argv)
 		ctl_pause_rollback(&targets, jobs, tags, timeout);
 	fflush(stdout);
 cleanup:
+	if (!strcmp(cmd, "resume"))
+		ctl_steps_print(&steps, cmd);
 	ctl_jobs_free(jobs, targets.n);
+	for (size_t i = 0; statuses && i < targets.n; i++)
+		json_decref(statuses[i]);
+	free(statuses);
 	json_decref(req);
 	json_decref(collected);
 	ctl_list_free(&targets);
