@@ -32,6 +32,21 @@ int msv_pause(const char *categories);
  * names the bytes needed and free; a later call may succeed. */
 int msv_resume(const char *categories);
 
+/* msv_pause, then have the driver checkpoint the rest of this process's
+ * device memory (CUDA context included) to host memory: the deep pause of
+ * docs/deep-pause.md.  The driver takes that call only from another
+ * process, so this runs `memsaver ctl pause --deep` on this process
+ * ($MEMSAVER_BIN, else bin/memsaver beside lib/libmemsaver.so) and waits
+ * for it; the control socket must be on (MEMSAVER_CONTROL, the default).
+ * Needs `memsaver run --deep-ready`.  On success every CUDA call of the
+ * process blocks until msv_resume (from any thread) or `memsaver ctl
+ * resume`; do not call it from a CUDA callback or host function (the
+ * driver's lock waits for that call).  On failure the process may be
+ * normally paused; msv_last_error() says so and why (-EIO).  msv_pause,
+ * msv_snapshot and another msv_pause_deep are refused (-EAGAIN) while deep
+ * paused; msv_resume restores first (again through the CLI), then resumes. */
+int msv_pause_deep(const char *categories);
+
 /* Record a phase marker with a device-memory reading under `label`. */
 int msv_snapshot(const char *label);
 

@@ -14,8 +14,10 @@
 
 #include "analyzer/analyzer.h"
 #include "control.h"
+#include "deep.h"
 #include "pause.h"
 #include "regions.h"
+#include "state.h"
 #include "status.h"
 #include "tracer/driver.h"
 #include "tracer/log.h"
@@ -50,6 +52,17 @@ static int ready(const char *what)
 		return fail(-ENODEV, "%s: memsaver is not active in this process (not started under `memsaver "
 				     "run`, no CUDA yet, or disabled by a bad policy)", what);
 	return 0;
+}
+
+/* While the driver holds this process locked or checkpointed, a CUDA call
+ * blocks until the unlock, which only a resume brings: refuse instead. */
+static int not_deep(const char *what)
+{
+	enum msv_state s = _msv_state_deep();
+	if (s == MSV_STATE_RUNNING)
+		return 0;
+	return fail(-EAGAIN, "%s: refused: the process is %s by the driver's process checkpoint (deep pause); "
+			     "msv_resume or `memsaver ctl resume` restores it first", what, _msv_state_name(s));
 }
 
 /* The categories a pause or resume acts on: those named, or every category
@@ -87,6 +100,8 @@ MSV_API int msv_pause(const char *categories)
 	unsigned mask;
 	int rc = ready("msv_pause");
 	if (rc == 0)
+		rc = not_deep("msv_pause");
+	if (rc == 0)
 		rc = mask_of("msv_pause", categories, &mask);
 	if (rc == 0)
 		rc = _msv_saver_pause(mask, last_error, sizeof(last_error));
@@ -95,10 +110,36 @@ MSV_API int msv_pause(const char *categories)
 	return rc;
 }
 
+MSV_API int msv_pause_deep(const char *categories)
+{
+	unsigned mask;
+	char why[sizeof(last_error)];
+	int rc = ready("msv_pause_deep");
+	if (rc == 0)
+		rc = not_deep("msv_pause_deep");
+	if (rc == 0)
+		rc = mask_of("msv_pause_deep", categories, &mask);
+	if (rc)
+		return rc;
+	rc = _msv_deep_ctl("pause", categories, why, sizeof(why));
+	if (_msv_state_deep() == MSV_STATE_CHECKPOINTED)
+		return 0;
+	return fail(rc ? rc : -EIO, "msv_pause_deep: %s%s", rc ? why : "the ctl left the process not checkpointed",
+		    _msv_saver_paused() ? " (the process is normally paused: msv_resume brings it back)" : "");
+}
+
 MSV_API int msv_resume(const char *categories)
 {
 	unsigned mask;
+	char why[sizeof(last_error)];
 	int rc = ready("msv_resume");
+	if (rc == 0 && _msv_state_deep() != MSV_STATE_RUNNING) {
+		/* The restore must come from another process, which then
+		 * resumes through the control socket (deep.h). */
+		if ((rc = _msv_deep_ctl("resume", categories, why, sizeof(why))) != 0)
+			return fail(rc, "msv_resume: %s", why);
+		return 0;
+	}
 	if (rc == 0)
 		rc = mask_of("msv_resume", categories, &mask);
 	if (rc == 0)
@@ -115,6 +156,8 @@ MSV_API int msv_snapshot(const char *label)
 		return rc;
 	if (!label || !*label)
 		return fail(-EINVAL, "msv_snapshot: a label is required");
+	if ((rc = not_deep("msv_snapshot")) != 0)
+		return rc;
 	_msv_tracer_phase(label);
 	return 0;
 }
@@ -258,6 +301,9 @@ json_t *_msv_status_json(void)
 					 (json_int_t)s.bytes, "restore_bytes", (json_int_t)s.copy_bytes, "ok", s.ok)
 			     : json_null();
 	json_object_set_new(st, "backup_host_bytes", json_integer((json_int_t)host));
+	json_object_set_new(st, "residue",
+			    json_string(_msv_policy_residue(_msv_tracer_policy()) == MSV_RESIDUE_CHECKPOINT
+						? "checkpoint" : "keep"));
 	json_object_set_new(st, "last_pause", lp);
 	json_object_set_new(st, "last_resume", lr);
 	return st;

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "memsaver.h"
+#include "saver/deep.h"
 #include "saver/state.h"
 #include "saver/status.h"
 #include "tracer/log.h"
@@ -419,9 +420,12 @@ static json_t *srv_deep(json_t *req)
 		return srv_error("deep needs \"state\": locked, checkpointed, running or paused");
 	if ((detail && !json_is_null(detail) && !json_is_object(detail)) || (cli && !json_is_integer(cli)))
 		return srv_error("deep: \"detail\" must be an object and \"cli_pid\" an integer");
+	int first_checkpoint = s == MSV_STATE_CHECKPOINTED && _msv_state_deep() != MSV_STATE_CHECKPOINTED;
 	if (_msv_state_note(s, cli ? (int)json_integer_value(cli) : 0,
 			    json_is_object(detail) ? detail : NULL) != 0)
 		return srv_error("deep: bad note");
+	if (first_checkpoint)
+		_msv_deep_record_checkpoint(detail);
 	return json_pack("{s:b,s:s}", "ok", 1, "state", _msv_state_name(s));
 }
 

@@ -9,7 +9,6 @@
 #include <time.h>
 
 #include "tracer/options.h"
-#include "tracer/tracer.h"
 
 static pthread_mutex_t st_lock = PTHREAD_MUTEX_INITIALIZER;
 static enum msv_state st_deep = MSV_STATE_RUNNING; /* under st_lock */
@@ -39,39 +38,12 @@ static long long wall_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The checkpoint as two phases of the trace, from the readings the ctl took
- * around it (NVML, device-wide): "before_checkpoint" and "checkpointed".
- * Only the ctl can read them: this process is locked, and a reading here
- * would be a CUDA call.  The trace writer makes none. */
-static void record_checkpoint(json_t *detail)
-{
-	json_t *d = json_object_get(detail, "device");
-	json_t *tot = json_object_get(d, "total_bytes"), *u0 = json_object_get(d, "used_before_bytes"),
-	       *u1 = json_object_get(d, "used_after_bytes"), *ix = json_object_get(d, "index");
-	json_t *ms = json_object_get(detail, "checkpoint_ms");
-	struct msv_trace_writer *w = _msv_tracer_log();
-	if (!_msv_tracer_active() || !w || !json_is_integer(tot) || !json_is_integer(u0) ||
-	    !json_is_integer(u1) || !json_is_integer(ix))
-		return;
-	uint64_t now = _msv_now_ns(), took = json_is_integer(ms) ? (uint64_t)json_integer_value(ms) * 1000000 : 0;
-	struct msv_rec r = {.type = MSV_REC_PHASE, .t_ns = took < now ? now - took : now,
-			    .size = (uint64_t)json_integer_value(tot), .aux = (uint64_t)json_integer_value(u0),
-			    .aux2 = MSV_NO_VALUE, .device = (uint8_t)json_integer_value(ix)};
-	r.site = _msv_trace_intern(w, "before_checkpoint");
-	_msv_tracer_record(&r);
-	r.t_ns = now;
-	r.aux = (uint64_t)json_integer_value(u1);
-	r.site = _msv_trace_intern(w, "checkpointed");
-	_msv_tracer_record(&r);
-}
-
 int _msv_state_note(enum msv_state s, int cli_pid, json_t *detail)
 {
 	if ((unsigned)s > MSV_STATE_CHECKPOINTED || (detail && !json_is_object(detail)))
 		return -EINVAL;
 	int deep = s == MSV_STATE_LOCKED || s == MSV_STATE_CHECKPOINTED;
 	pthread_mutex_lock(&st_lock);
-	int first_checkpoint = s == MSV_STATE_CHECKPOINTED && st_deep != MSV_STATE_CHECKPOINTED;
 	if (deep && st_deep == MSV_STATE_RUNNING)
 		st_since_ms = wall_ms();
 	st_deep = deep ? s : MSV_STATE_RUNNING;
@@ -83,8 +55,6 @@ int _msv_state_note(enum msv_state s, int cli_pid, json_t *detail)
 		st_detail = deep ? json_incref(detail) : NULL;
 	}
 	pthread_mutex_unlock(&st_lock);
-	if (first_checkpoint && detail)
-		record_checkpoint(detail);
 	return 0;
 }
 
@@ -112,7 +82,4 @@ void _msv_state_status(json_t *status)
 	json_object_set_new(status, "state", json_string(_msv_state_name(s)));
 	json_object_set_new(status, "deep", deep ? deep : json_null());
 	json_object_set_new(status, "cupti", json_boolean(_msv_options()->cupti));
-	json_object_set_new(status, "residue",
-			    json_string(_msv_policy_residue(_msv_tracer_policy()) == MSV_RESIDUE_CHECKPOINT
-						? "checkpoint" : "keep"));
 }

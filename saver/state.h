@@ -39,19 +39,14 @@ int _msv_state_parse(const char *name, enum msv_state *out);
 /* Record the CLI's note.  s: LOCKED or CHECKPOINTED (deep), RUNNING or
  * PAUSED (the deep part is over).  cli_pid: who sent it.  detail: an object
  * the CLI wants back later (the device bytes the checkpoint holds), or
- * NULL; a new reference is taken.  The first CHECKPOINTED note whose
- * detail has "device": {"index","total_bytes","used_before_bytes",
- * "used_after_bytes"} (the ctl's NVML readings around the checkpoint, NVML
- * index) and "checkpoint_ms" adds the phases "before_checkpoint" and
- * "checkpointed" to the trace, without a CUDA call.  Returns 0 or -EINVAL. */
+ * NULL; a new reference is taken.  Returns 0 or -EINVAL. */
 int _msv_state_note(enum msv_state s, int cli_pid, json_t *detail);
 /* LOCKED or CHECKPOINTED while a deep note stands, else RUNNING. */
 enum msv_state _msv_state_deep(void);
 /* Add to a status object (from _msv_status_json): "state" (the enum above;
  * paused when its "paused" list is not empty), "deep" (null, or the note:
  * {"state","cli_pid","since_ms","detail"}) and "cupti" (1 when this process
- * subscribed to CUPTI, which the driver's checkpoint refuses) and "residue"
- * (the policy's "keep" or "checkpoint": whether a plain ctl pause is deep). */
+ * subscribed to CUPTI, which the driver's checkpoint refuses). */
 void _msv_state_status(json_t *status);
 
 #endif

@@ -123,7 +123,10 @@ def _load():
             "libmemsaver.so is not loaded in this process: start the engine with "
             "`memsaver run -- <command>` (or set MEMSAVER_LIB to the library's path)"
         )
-    for name in ("msv_pause", "msv_resume", "msv_snapshot", "msv_report_write", "msv_region_begin"):
+    names = ["msv_pause", "msv_resume", "msv_snapshot", "msv_report_write", "msv_region_begin"]
+    if hasattr(lib, "msv_pause_deep"):  # an older library has none: pause(deep=True) says so
+        names.append("msv_pause_deep")
+    for name in names:
         getattr(lib, name).argtypes = [ctypes.c_char_p]
         getattr(lib, name).restype = ctypes.c_int
     lib.msv_region_end.argtypes = []
@@ -181,16 +184,27 @@ class MemorySaver:
         """True when the library is loaded (calls would reach it)."""
         return available()
 
-    def pause(self, tag=None):
+    def pause(self, tag=None, deep=False):
         """Release the physical memory of the tag's categories (None: every
         category the policy wraps), keeping the virtual addresses.  Blocks
-        until the GPU work is done and any backup is copied."""
-        _check(_load().msv_pause(_b(_categories(tag))))
+        until the GPU work is done and any backup is copied.
+
+        deep=True then has the driver checkpoint the rest (CUDA context
+        included) to host memory, through the `memsaver` CLI run on this
+        process (msv_pause_deep; the engine must run under `memsaver run
+        --deep-ready`).  Until resume(), every CUDA call of the process
+        blocks.  On failure MemsaverError says why; the process may then be
+        normally paused."""
+        lib = _load()
+        if deep and not hasattr(lib, "msv_pause_deep"):
+            raise MemsaverError("this libmemsaver.so has no msv_pause_deep: deep pause needs a newer memsaver")
+        _check((lib.msv_pause_deep if deep else lib.msv_pause)(_b(_categories(tag))))
 
     def resume(self, tag=None):
         """Map the tag's categories again at the same addresses and restore
-        their contents.  On out-of-memory the state stays paused and
-        MemsaverError names the bytes needed and free."""
+        their contents (after a deep pause, the driver's restore comes
+        first).  On out-of-memory the state stays paused and MemsaverError
+        names the bytes needed and free."""
         _check(_load().msv_resume(_b(_categories(tag))))
 
     @contextlib.contextmanager
