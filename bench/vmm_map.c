@@ -1,6 +1,8 @@
 /* How long CUDA VMM takes to give physical memory back and to take it again,
  * by step (create, map, set access; unmap, release), for one large region and
- * for many small ones, sequentially and from several threads.  The saver's
+ * for many small ones, sequentially and from several threads, and memory
+ * that was written before its release re-created in one piece or in pieces
+ * from several threads (what a resume does).  The saver's
  * pause and resume are made of exactly these calls.  JSON lines on stdout.
  *
  * usage: bench-vmm_map [LARGE_GIB [SMALL_COUNT [SMALL_MIB [THREADS]]]]
@@ -28,6 +30,7 @@ F(cuMemMap);
 F(cuMemUnmap);
 F(cuMemSetAccess);
 F(cuCtxSynchronize);
+F(cuMemsetD8);
 
 static CUcontext ctx;
 
@@ -77,7 +80,10 @@ static void *unmap_all(void *arg)
 	return NULL;
 }
 
-static void run(const char *name, size_t n, size_t size, int threads)
+/* dirty: the memory is written before each release, as an engine's is
+ * (the driver may clear released memory before handing it out again);
+ * delay_ms: sleep between the release and the next creation. */
+static void run(const char *name, size_t n, size_t size, int threads, int dirty, int delay_ms)
 {
 	CUdeviceptr *va = calloc(n, sizeof(*va));
 	CUmemGenericAllocationHandle *h = calloc(n, sizeof(*h));
@@ -97,6 +103,8 @@ static void run(const char *name, size_t n, size_t size, int threads)
 		for (int k = 0; k < threads; k++)
 			pthread_join(t[k], NULL);
 		double t_map = now() - t0;
+		for (size_t i = 0; dirty && i < n; i++)
+			CHECK(p_cuMemsetD8(va[i], 0x5a, size));
 		CHECK(p_cuCtxSynchronize());
 		t0 = now();
 		for (int k = 0; k < threads; k++)
@@ -104,11 +112,16 @@ static void run(const char *name, size_t n, size_t size, int threads)
 		for (int k = 0; k < threads; k++)
 			pthread_join(t[k], NULL);
 		double t_unmap = now() - t0;
+		if (pass == 0 && delay_ms) {
+			struct timespec ts = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};
+			nanosleep(&ts, NULL);
+		}
 		if (pass == 1)
 			printf("{\"bench\":\"vmm_map\",\"case\":\"%s\",\"regions\":%zu,\"bytes_each\":%zu,\"threads\":%d,"
+			       "\"dirty\":%d,\"delay_ms\":%d,"
 			       "\"map_ms\":%.3f,\"create_ms\":%.3f,\"cumap_ms\":%.3f,\"set_access_ms\":%.3f,"
 			       "\"unmap_ms\":%.3f,\"cuunmap_ms\":%.3f,\"release_ms\":%.3f}\n",
-			       name, n, size, threads, t_map, jobs[0].t_create, jobs[0].t_map, jobs[0].t_access, t_unmap,
+			       name, n, size, threads, dirty, delay_ms, t_map, jobs[0].t_create, jobs[0].t_map, jobs[0].t_access, t_unmap,
 			       jobs[0].t_unmap, jobs[0].t_release);
 	}
 	for (size_t i = 0; i < n; i++)
@@ -143,14 +156,25 @@ int main(int argc, char **argv)
 	L(cuMemUnmap);
 	L(cuMemSetAccess);
 	L(cuCtxSynchronize);
+	p_cuMemsetD8 = (__typeof__(p_cuMemsetD8))dlsym(lib, "cuMemsetD8_v2");
 	CUdevice dev;
 	CHECK(p_cuInit(0));
 	CHECK(p_cuDeviceGet(&dev, 0));
 	CHECK(p_cuDevicePrimaryCtxRetain(&ctx, dev));
 	CHECK(p_cuCtxSetCurrent(ctx));
-	run("one_large", 1, large, 1);
-	run("eight_large_parallel", 8, large / 8, 8);
-	run("many_small", count, small, 1);
-	run("many_small_parallel", count, small, threads);
+	run("one_large", 1, large, 1, 0, 0);
+	run("eight_large_parallel", 8, large / 8, 8, 0, 0);
+	run("many_small", count, small, 1, 0, 0);
+	run("many_small_parallel", count, small, threads, 0, 0);
+	/* Memory an engine wrote, given back and taken again (a resume). */
+	run("dirty_one_large", 1, large, 1, 1, 0);
+	run("dirty_one_large_after_1s", 1, large, 1, 1, 1000);
+	run("dirty_one_large_after_5s", 1, large, 1, 1, 5000);
+	for (int pieces = 4; pieces <= 64; pieces *= 4)
+		for (int t = 1; t <= 16; t *= 4) {
+			char name[64];
+			snprintf(name, sizeof(name), "dirty_%d_pieces_%d_threads", pieces, t);
+			run(name, pieces, large / pieces, t, 1, 0);
+		}
 	return 0;
 }

@@ -5,9 +5,9 @@
 #include <stdatomic.h>
 #include <time.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 
 #include "digest.h"
+#include "host_backup.h"
 #include "tracer/driver.h"
 #include "tracer/log.h"
 #include "tracer/options.h"
@@ -23,13 +23,6 @@ static struct {
 	CUstream s[MAX_STREAMS];
 	int n;
 } pools[MAX_CTX];
-
-/* Backups are whole 2 MiB pages (huge pages where the kernel gives them). */
-static size_t host_len(size_t len)
-{
-	size_t page = 2u << 20;
-	return len ? (len + page - 1) / page * page : page;
-}
 
 static int streams_for(const struct msv_driver *d, CUcontext ctx, CUstream **out)
 {
@@ -58,68 +51,6 @@ static int streams_for(const struct msv_driver *d, CUcontext ctx, CUstream **out
 
 enum dir { OUT, IN, ZERO };
 
-/* Host memory for a backup: anonymous memory with transparent huge pages,
- * touched, then registered with the driver (page-locked for DMA).  Measured
- * on an H200 (bench/pin_bw.c, 4 GiB): cuMemHostAlloc 4157 ms; mmap with
- * MADV_HUGEPAGE + touch 1010 ms, cuMemHostRegister 108 ms; DtoH 55 GB/s
- * into either.  The touch holds no driver lock; the registration does,
- * briefly.  When registration fails the memory is used pageable (slower,
- * synchronous copies).  *pinned says which. */
-static void *host_alloc(const struct msv_driver *d, size_t len, int *pinned)
-{
-	size_t mlen = host_len(len);
-	char *p = mmap(NULL, mlen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
-		return NULL;
-	madvise(p, mlen, MADV_HUGEPAGE);
-	for (size_t off = 0; off < mlen; off += 4096)
-		((volatile char *)p)[off] = 0;
-	*pinned = d->cuMemHostRegister && d->cuMemHostRegister(p, mlen, CU_MEMHOSTREGISTER_PORTABLE) == CUDA_SUCCESS;
-	if (!*pinned)
-		MSV_WARN("registering %zu bytes of host memory failed; backing up through pageable memory (slower)",
-			 mlen);
-	return p;
-}
-
-void _msv_copy_host_free(void *p, size_t len, int pinned)
-{
-	const struct msv_driver *d = _msv_drv();
-	if (!p)
-		return;
-	if (pinned && d && d->cuMemHostUnregister) {
-		MSV_BUSY_BEGIN();
-		d->cuMemHostUnregister(p);
-		MSV_BUSY_END();
-	}
-	munmap(p, host_len(len));
-}
-
-/* The background pinner may attach a buffer at any time: the pointer is
- * set under the regions lock, by whichever comes first. */
-static CUresult ensure_backup(const struct msv_driver *d, struct msv_region *r)
-{
-	_msv_regions_lock();
-	int have = r->backup != NULL;
-	_msv_regions_unlock();
-	if (have)
-		return CUDA_SUCCESS;
-	int pinned = 0;
-	void *p = host_alloc(d, r->keep_len, &pinned);
-	if (!p)
-		return CUDA_ERROR_OUT_OF_MEMORY;
-	_msv_regions_lock();
-	int lost = r->backup != NULL;
-	if (!lost) {
-		r->backup = p;
-		r->backup_pinned = pinned;
-		r->backup_len = r->keep_len;
-	}
-	_msv_regions_unlock();
-	if (lost)
-		_msv_copy_host_free(p, r->keep_len, pinned);
-	return CUDA_SUCCESS;
-}
-
 /* One chunk.  Without a copy stream (none could be created) or a pinned
  * buffer the copy is synchronous: an asynchronous one on the NULL stream
  * would never be waited for, and the pause could unmap under it. */
@@ -133,8 +64,10 @@ static CUresult chunk(const struct msv_driver *d, enum dir dir, CUdeviceptr dev,
 	return dir == OUT ? d->cuMemcpyDtoHAsync(host, dev, len, st) : d->cuMemcpyHtoDAsync(dev, host, len, st);
 }
 
+/* prep and item: the backups a pause prepares while it copies (item[i] is
+ * region i's, or -1 when its backup was ready); NULL otherwise. */
 static CUresult run(struct msv_region **list, size_t n, enum dir dir, int wait, uint64_t *copied,
-		    uint64_t *skipped)
+		    uint64_t *skipped, struct msv_host_prep *prep, const long *item)
 {
 	const struct msv_driver *d = _msv_drv();
 	CUresult rc = CUDA_SUCCESS;
@@ -147,8 +80,7 @@ static CUresult run(struct msv_region **list, size_t n, enum dir dir, int wait, 
 			break;
 		CUstream *s = NULL;
 		int ns = streams_for(d, r->ctx, &s);
-		if (dir == OUT)
-			rc = ensure_backup(d, r);
+		long it = prep ? item[i] : -1;
 		/* Zero-fill stops where the kept tail begins (the tail is
 		 * restored from the backup); a region kept whole is not zeroed. */
 		size_t lo = dir == ZERO ? 0 : r->keep_off;
@@ -163,8 +95,11 @@ static CUresult run(struct msv_region **list, size_t n, enum dir dir, int wait, 
 				*skipped += len;
 				continue;
 			}
+			/* A backup being prepared: this chunk's piece first (its
+			 * preparation writes to it). */
+			int piece_async = it < 0 ? async : _msv_host_prep_wait(prep, (size_t)it, off - lo) && ns > 0;
 			rc = chunk(d, dir, r->va + off, dir == ZERO ? NULL : (char *)r->backup + (off - lo), len,
-				   ns ? s[issued++ % (size_t)ns] : NULL, async);
+				   ns ? s[issued++ % (size_t)ns] : NULL, piece_async);
 			if (copied)
 				*copied += len;
 		}
@@ -182,24 +117,82 @@ static CUresult run(struct msv_region **list, size_t n, enum dir dir, int wait, 
 	return rc;
 }
 
+/* Regions without a backup buffer get one, prepared by several threads
+ * while the copies run (saver/host_backup.h).  The buffers are attached
+ * at once, so the background pinner leaves them alone, and are
+ * registered whole or used pageable.  Locked. */
+static struct msv_host_prep *prepare_backups(struct msv_region **list, size_t n, long *item)
+{
+	size_t *lens = calloc(n ? n : 1, sizeof(*lens));
+	CUcontext *ctxs = calloc(n ? n : 1, sizeof(*ctxs));
+	struct msv_host_prep *prep = NULL;
+	size_t want = 0;
+	for (size_t i = 0; lens && ctxs && i < n; i++) {
+		item[i] = list[i]->backup ? -1 : (long)want;
+		if (!list[i]->backup) {
+			lens[want] = list[i]->keep_len;
+			ctxs[want++] = list[i]->ctx;
+		}
+	}
+	if (want && lens && ctxs)
+		prep = _msv_host_prep_start(lens, ctxs, want, _msv_options()->prep_threads);
+	for (size_t i = 0; prep && i < n; i++)
+		if (item[i] >= 0) {
+			list[i]->backup = _msv_host_prep_buf(prep, (size_t)item[i]);
+			list[i]->backup_pinned = 0; /* until prep_finish says otherwise */
+			list[i]->backup_len = list[i]->keep_len;
+		}
+	free(lens);
+	free(ctxs);
+	return prep;
+}
+
 CUresult _msv_copy_out(struct msv_region **list, size_t n, uint64_t *copied, uint64_t *skipped)
 {
 	*copied = *skipped = 0;
+	long *item = calloc(n ? n : 1, sizeof(*item));
+	int *pinned = calloc(n ? n : 1, sizeof(*pinned));
+	if (!item || !pinned) {
+		free(item);
+		free(pinned);
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	_msv_regions_lock();
+	struct msv_host_prep *prep = prepare_backups(list, n, item);
+	int missing = 0;
+	for (size_t i = 0; i < n; i++)
+		missing |= !list[i]->backup;
+	_msv_regions_unlock();
 	/* Without digests (first pause, no kernel) everything is copied. */
-	_msv_digest_take(list, n, _msv_options()->chunk_bytes);
-	return run(list, n, OUT, 1, copied, skipped);
+	CUresult rc = missing ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS;
+	if (rc == CUDA_SUCCESS) {
+		_msv_digest_take(list, n, _msv_options()->chunk_bytes);
+		rc = run(list, n, OUT, 1, copied, skipped, prep, item);
+	}
+	if (prep) {
+		/* run() waited for every copy it issued. */
+		_msv_host_prep_finish(prep, pinned);
+		_msv_regions_lock();
+		for (size_t i = 0; i < n; i++)
+			if (item[i] >= 0)
+				list[i]->backup_pinned = pinned[item[i]];
+		_msv_regions_unlock();
+	}
+	free(item);
+	free(pinned);
+	return rc;
 }
 
 CUresult _msv_copy_in_async(struct msv_region **list, size_t n)
 {
 	uint64_t unused = 0;
-	return run(list, n, IN, 0, NULL, &unused);
+	return run(list, n, IN, 0, NULL, &unused, NULL, NULL);
 }
 
 CUresult _msv_copy_zero_async(struct msv_region **list, size_t n)
 {
 	uint64_t unused = 0;
-	return run(list, n, ZERO, 0, NULL, &unused);
+	return run(list, n, ZERO, 0, NULL, &unused, NULL, NULL);
 }
 
 CUresult _msv_copy_wait(void)
@@ -222,12 +215,11 @@ CUresult _msv_copy_wait(void)
 	return rc;
 }
 
-/* Preparing host memory runs at about 4 GB/s (host_alloc), so a first pause
- * that prepares its backups on the spot takes about 1 s for 4.5 GB.  A background
- * thread pins each backup ahead of the pause instead, once the engine has
- * stopped allocating for a moment: pinning holds driver locks, and doing it
- * during start-up slowed the weight load from 0.05 to 1.4 s.  The host
- * memory a pause needs is then committed before the pause. */
+/* With MEMSAVER_PREPIN a background thread prepares each backup ahead of
+ * the first pause, once the engine has stopped allocating for a moment:
+ * registering holds driver locks, and doing it during start-up slowed the
+ * weight load from 0.05 to 1.4 s.  One thread, so that it takes little from
+ * the engine; the host memory a pause needs is then committed before it. */
 #define QUIET_NS 300000000ull
 
 static atomic_ullong last_alloc_ns;
@@ -280,16 +272,12 @@ static void *pinner(void *arg)
 		_msv_regions_unlock();
 		if (!len)
 			continue;
-		CUcontext old;
 		int pinned = 0;
-		MSV_BUSY_BEGIN();
-		int pushed = d->cuCtxPushCurrent(ctx) == CUDA_SUCCESS;
-		void *p = host_alloc(d, len, &pinned);
-		if (pushed)
-			d->cuCtxPopCurrent(&old);
-		MSV_BUSY_END();
-		if (!p)
+		struct msv_host_prep *prep = _msv_host_prep_start(&len, &ctx, 1, 0);
+		if (!prep)
 			continue; /* the pause allocates (or falls back) itself */
+		void *p = _msv_host_prep_buf(prep, 0);
+		_msv_host_prep_finish(prep, &pinned);
 		_msv_regions_lock();
 		r = _msv_regions_find(va);
 		int used = r && r->va == va && !r->backup && r->keep_len == len;
@@ -300,7 +288,7 @@ static void *pinner(void *arg)
 		}
 		_msv_regions_unlock();
 		if (!used)
-			_msv_copy_host_free(p, len, pinned);
+			_msv_host_free(p, len, pinned);
 	}
 	return NULL;
 }

@@ -1,8 +1,9 @@
 /* Bulk copies between device regions and host backups: chunked
  * asynchronous copies spread over several streams per context, so the
- * copy engines of both directions stay busy.  Host buffers are huge-page
- * memory registered with the driver, allocated on the first pause of a
- * region (or ahead of it, MEMSAVER_PREPIN) and kept for the next one; when
+ * copy engines of both directions stay busy.  Host buffers
+ * (saver/host_backup.h) are made on the first pause of a region, by
+ * several threads while the copies into the pieces already prepared run
+ * (or ahead of the pause, MEMSAVER_PREPIN), and kept for the next one; when
  * registration fails the copy falls back to pageable memory
  * (synchronous copies), and so it does when no copy stream can be created.
  * Called from the pause/resume thread only, on pinned regions, WITHOUT the
@@ -29,9 +30,6 @@ CUresult _msv_copy_in_async(struct msv_region **list, size_t n);
 CUresult _msv_copy_zero_async(struct msv_region **list, size_t n);
 /* Wait for every issued copy and fill; the first failure, if any. */
 CUresult _msv_copy_wait(void);
-/* Free a backup buffer of a region whose keep_len was len (pinned: it was
- * registered with the driver). */
-void _msv_copy_host_free(void *p, size_t len, int pinned);
 /* Pin the host backup of the region at va in the background (its keep_len
  * must be set); a pause that comes first pins it itself.  Never blocks. */
 void _msv_copy_prepin(CUdeviceptr va);

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "app_vmm.h"
-#include "copy.h"
+#include "host_backup.h"
 #include "tracer/driver.h"
 #include "tracer/log.h"
 #include "tracer/thread.h"
@@ -360,7 +360,7 @@ CUresult _msv_region_destroy(struct msv_region *r)
 			rc = fr;
 		MSV_BUSY_END();
 	}
-	_msv_copy_host_free(r->backup, r->backup_len, r->backup_pinned);
+	_msv_host_free(r->backup, r->backup_len, r->backup_pinned);
 	free(r->digest);
 	free(r->digest_new);
 	free(r->app);

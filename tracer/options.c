@@ -33,6 +33,7 @@ static const struct opt {
 	{"MEMSAVER_CHUNK", SIZE, "16MiB", OPT(chunk_bytes)},
 	{"MEMSAVER_STREAMS", INT, "4", OPT(streams)},
 	{"MEMSAVER_PREPIN", BOOL, "0", OPT(prepin)},
+	{"MEMSAVER_PREP_THREADS", INT, "8", OPT(prep_threads)},
 	{"MEMSAVER_PAUSE_TIMEOUT", INT, "30", OPT(pause_timeout)},
 	{"MEMSAVER_GATE_TIMEOUT", INT, "600", OPT(gate_timeout)},
 	{"MEMSAVER_SKIP_UNCHANGED", BOOL, "1", OPT(skip_unchanged)},
@@ -145,6 +146,8 @@ void _msv_options_parse(struct msv_options *o)
 	}
 	if (o->streams < 1)
 		o->streams = 1;
+	if (o->prep_threads < 0)
+		o->prep_threads = 0;
 	if (o->chunk_bytes < (1u << 20))
 		o->chunk_bytes = 1u << 20;
 }

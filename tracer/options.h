@@ -25,6 +25,9 @@ struct msv_options {
 	int streams;            /* MEMSAVER_STREAMS: copy streams for backup/restore */
 	int prepin;             /* MEMSAVER_PREPIN: pin backups in the background before the first
 	                           pause (fast first pause; pinning competes with the engine) */
+	int prep_threads;       /* MEMSAVER_PREP_THREADS: threads that prepare backup host memory
+	                           during a first pause (saver/host_backup.h); 0 = the pausing
+	                           thread alone */
 	int skip_unchanged;     /* MEMSAVER_SKIP_UNCHANGED: a pause copies only backup chunks whose
 	                           GPU digest changed since the last backup */
 	int pause_timeout;      /* MEMSAVER_PAUSE_TIMEOUT: seconds a pause waits for the GPU work

@@ -37,6 +37,7 @@ static struct {
 	int zero_fresh;
 	int reuse_handles; /* FAKECUDA_REUSE_HANDLES: cuMemCreate hands out the lowest free handle value */
 	int defer_async; /* FAKECUDA_DEFER_ASYNC: async work runs at the next synchronization */
+	int lazy_loading; /* FAKECUDA_LAZY_LOADING: a module's memory comes at its first launch */
 	char sync_hold[256]; /* FAKECUDA_SYNC_HOLD: cuCtxSynchronize waits while this file exists */
 } cfg;
 
@@ -232,6 +233,7 @@ static void config_load(void)
 	cfg.zero_fresh = env_bool("FAKECUDA_ZERO_FRESH");
 	cfg.reuse_handles = env_bool("FAKECUDA_REUSE_HANDLES");
 	cfg.defer_async = env_bool("FAKECUDA_DEFER_ASYNC");
+	cfg.lazy_loading = env_bool("FAKECUDA_LAZY_LOADING");
 	const char *hold = getenv("FAKECUDA_SYNC_HOLD");
 	if (hold)
 		snprintf(cfg.sync_hold, sizeof(cfg.sync_hold), "%s", hold);
@@ -466,9 +468,17 @@ struct CUevent_st {
 	struct CUevent_st *next;
 };
 
+struct CUfunc_st {
+	CUmodule mod;
+};
+
+/* Every name but msv_digest gets the module's one function `fn`, whose
+ * launch does nothing (except load the module under FAKECUDA_LAZY_LOADING). */
 struct CUmod_st {
 	CUcontext ctx;
 	uint32_t id;
+	int loaded; /* module_bytes charged */
+	struct CUfunc_st fn;
 	struct CUmod_st *next;
 };
 
@@ -878,9 +888,26 @@ static CUresult memset_op(CUdeviceptr dst, uint32_t v, size_t n, unsigned elem, 
 	return async ? stream_op(s, &o) : sync_op(&o);
 }
 
+/* Stricter than the driver: an asynchronous copy whose host side starts
+ * in page-locked memory must end in the same range.  memsaver registers
+ * backups in pieces; a copy across two would be staged by the real driver
+ * (silently slow), and here it fails. */
+static int spans_ranges(uintptr_t h, size_t n)
+{
+	LOCK();
+	struct alloc *a = alloc_find_locked(h, ALLOC_REG);
+	if (!a)
+		a = alloc_find_locked(h, ALLOC_HOST);
+	int bad = a && n > a->base + a->size - h;
+	UNLOCK();
+	return bad;
+}
+
 static CUresult copy_op(uintptr_t dst, int dst_dev, uintptr_t src, int src_dev, size_t n,
 			int unified, CUstream s, int async)
 {
+	if (async && !unified && ((!dst_dev && spans_ranges(dst, n)) || (!src_dev && spans_ranges(src, n))))
+		return CUDA_ERROR_INVALID_VALUE;
 	struct op o = { .kind = OP_COPY, .dst = dst, .src = src, .count = n,
 			.dst_dev = dst_dev, .src_dev = src_dev, .unified = unified };
 	return async ? stream_op(s, &o) : sync_op(&o);
@@ -1094,7 +1121,7 @@ static void ctx_teardown_locked(CUcontext c)
 		struct CUmod_st *m = *pp;
 		if (m->ctx == c) {
 			*pp = m->next;
-			g_module_bytes -= cfg.module_bytes;
+			g_module_bytes -= m->loaded ? cfg.module_bytes : 0;
 			g_nmods--;
 			free(m);
 		} else {
@@ -1657,6 +1684,18 @@ TRACE(cuMemAllocAsync, mem_alloc_async(dptr, bytesize, hStream), dptr, bytesize,
 
 FC_EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CUstream hStream)
 TRACE(cuMemAllocAsync_ptsz, mem_alloc_async(dptr, bytesize, hStream), dptr, bytesize, hStream)
+
+/* The pool is not modelled: the driver's default pool serves every one. */
+FC_EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream)
+TRACE(cuMemAllocFromPoolAsync, mem_alloc_async(dptr, bytesize, hStream), dptr, bytesize, pool, hStream)
+
+FC_EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool,
+						CUstream hStream)
+TRACE(cuMemAllocFromPoolAsync_ptsz, mem_alloc_async(dptr, bytesize, hStream), dptr, bytesize, pool, hStream)
+
+/* Managed memory is device memory here (no migration modelled). */
+FC_EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned int flags)
+TRACE(cuMemAllocManaged, mem_alloc(dptr, bytesize, 1), dptr, bytesize, flags)
 
 FC_EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream)
 TRACE(cuMemFreeAsync, mem_free_async(dptr, hStream), dptr, hStream)
@@ -3134,7 +3173,7 @@ static CUresult module_load(CUmodule *out, const void *image)
 	CUcontext c;
 	LOCK();
 	CUresult rc = need_ctx_locked(&c);
-	if (!rc && !fits_locked(cfg.module_bytes))
+	if (!rc && !cfg.lazy_loading && !fits_locked(cfg.module_bytes))
 		rc = CUDA_ERROR_OUT_OF_MEMORY;
 	struct CUmod_st *m = rc ? NULL : calloc(1, sizeof(*m));
 	if (!rc && !m)
@@ -3142,15 +3181,43 @@ static CUresult module_load(CUmodule *out, const void *image)
 	if (!rc) {
 		m->ctx = c;
 		m->id = g_next_module++;
+		m->loaded = !cfg.lazy_loading;
+		m->fn.mod = m;
 		m->next = g_mods;
 		g_mods = m;
-		g_module_bytes += cfg.module_bytes;
+		g_module_bytes += m->loaded ? cfg.module_bytes : 0;
 		g_nmods++;
 		*out = m;
 	}
 	UNLOCK();
-	if (!rc)
+	if (!rc && m->loaded)
 		emit_module(CUPTI_CBID_RESOURCE_MODULE_LOADED, c, m->id, image);
+	return rc;
+}
+
+/* FAKECUDA_LAZY_LOADING: the module of `f` is loaded inside its first
+ * launch, as CUDA_MODULE_LOADING=LAZY does (CUPTI says so from inside the
+ * launch). */
+static CUresult lazy_load(CUfunction f)
+{
+	LOCK();
+	struct CUmod_st *m = NULL;
+	for (struct CUmod_st *p = g_mods; p; p = p->next)
+		if (&p->fn == f)
+			m = p;
+	CUresult rc = m ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+	int load = m && !m->loaded;
+	if (load && !fits_locked(cfg.module_bytes))
+		rc = CUDA_ERROR_OUT_OF_MEMORY;
+	if (!rc && load) {
+		m->loaded = 1;
+		g_module_bytes += cfg.module_bytes;
+	}
+	CUcontext c = m ? m->ctx : NULL;
+	uint32_t id = m ? m->id : 0;
+	UNLOCK();
+	if (!rc && load)
+		emit_module(CUPTI_CBID_RESOURCE_MODULE_LOADED, c, id, NULL);
 	return rc;
 }
 
@@ -3180,7 +3247,7 @@ static CUresult module_unload(CUmodule m)
 	for (struct CUmod_st **pp = &g_mods; *pp; pp = &(*pp)->next)
 		if (*pp == m) {
 			*pp = m->next;
-			g_module_bytes -= cfg.module_bytes;
+			g_module_bytes -= m->loaded ? cfg.module_bytes : 0;
 			g_nmods--;
 			free(m);
 			break;
@@ -3195,19 +3262,18 @@ TRACE(cuModuleUnload, module_unload(hmod), hmod)
 /* Kernels: the fake runs one, memsaver's backup digest (saver/digest.cu),
  * on the host with the same arithmetic (saver/digest_mix.h), so the
  * skip-unchanged path of a pause is exercised without a GPU.  Any other
- * function is CUDA_ERROR_NOT_FOUND. */
-struct CUfunc_st {
-	CUmodule mod;
-};
+ * name is the module's do-nothing function. */
+static struct CUfunc_st digest;
 
 static CUresult module_get_function(CUfunction *out, CUmodule m, const char *name)
 {
-	static struct CUfunc_st digest;
 	NEED_INIT();
 	if (!out || !m || !name)
 		return CUDA_ERROR_INVALID_VALUE;
-	if (strcmp(name, "msv_digest") != 0)
-		return CUDA_ERROR_NOT_FOUND;
+	if (strcmp(name, "msv_digest") != 0) {
+		*out = &m->fn;
+		return CUDA_SUCCESS;
+	}
 	digest.mod = m;
 	*out = &digest;
 	return CUDA_SUCCESS;
@@ -3219,7 +3285,11 @@ TRACE(cuModuleGetFunction, module_get_function(hfunc, hmod, name), hfunc, hmod, 
 static CUresult launch(CUfunction f, unsigned gx, unsigned bx, CUstream s, void **args)
 {
 	NEED_INIT();
-	if (!f || !args || !gx || !bx)
+	if (!f || !gx || !bx)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (f != &digest)
+		return lazy_load(f);
+	if (!args)
 		return CUDA_ERROR_INVALID_VALUE;
 	const unsigned char *base = *(const unsigned char **)args[0];
 	uint64_t len = *(uint64_t *)args[1], chunk = *(uint64_t *)args[2];

@@ -406,6 +406,40 @@ START_TEST(test_backup_complete_before_unmap)
 }
 END_TEST
 
+/* A first pause prepares a large backup in pieces on several threads
+ * (saver/host_backup.h) while copying into the pieces already prepared:
+ * the bytes come back exactly, every async copy stays inside one piece
+ * (the fake refuses one that spans two), the buffer is kept for the next
+ * pause and its pieces are unregistered with it.  _i = 1: the second
+ * registration fails, so the buffer is used pageable and the pieces that
+ * were registered are unregistered at once. */
+START_TEST(test_backup_prepared_in_pieces)
+{
+	setenv("FAKECUDA_DEFER_ASYNC", "1", 1);
+	if (_i == 1)
+		setenv("FAKECUDA_FAIL", "cuMemHostRegister:2:CUDA_ERROR_OUT_OF_MEMORY", 1);
+	cuda_up();
+	void *fake = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+	uint64_t (*calls)(const char *) = fake ? (uint64_t(*)(const char *))dlsym(fake, "fakecuda_call_count") : NULL;
+	ck_assert_ptr_nonnull(calls);
+	size_t size = 200 * MiB; /* pieces of 64 MiB: 64 + 64 + 64 + 8 */
+	CUdeviceptr w;
+	CU_OK(D.alloc(&w, size));
+	fill(w, size, 61);
+	uint64_t reg0 = calls("cuMemHostRegister"), unreg0 = calls("cuMemHostUnregister");
+	for (int cycle = 0; cycle < 2; cycle++) {
+		ck_assert_msg(D.pause(NULL) == 0, "pause %d: %s", cycle, D.last_error());
+		ck_assert_msg(D.resume(NULL) == 0, "resume %d: %s", cycle, D.last_error());
+		ck_assert_msg(check(w, size, 61), "cycle %d: the backup lost bytes", cycle);
+	}
+	ck_assert_uint_eq(calls("cuMemHostRegister") - reg0, 4); /* once, not per pause */
+	ck_assert_uint_eq(calls("cuMemHostUnregister") - unreg0, _i == 0 ? 0 : 3);
+	CU_OK(D.ctxSync());
+	CU_OK(D.free(w));
+	ck_assert_uint_eq(calls("cuMemHostUnregister") - unreg0, _i == 0 ? 4 : 3);
+}
+END_TEST
+
 /* A free waits for the context that owns the region, not the current one:
  * work queued in the owner context runs before the memory goes. */
 START_TEST(test_free_waits_for_owner_context)
@@ -708,6 +742,7 @@ int main(void)
 	tcase_add_test(tc, test_free_during_pause);
 	tcase_add_test(tc, test_fork_during_pause);
 	tcase_add_loop_test(tc, test_backup_complete_before_unmap, 0, 2);
+	tcase_add_loop_test(tc, test_backup_prepared_in_pieces, 0, 2);
 	tcase_add_test(tc, test_free_waits_for_owner_context);
 	tcase_add_test(tc, test_free_sync_error);
 	tcase_add_loop_test(tc, test_stale_region_keeps_backup, 0, 2);

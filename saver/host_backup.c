@@ -1,0 +1,238 @@
+#include "host_backup.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#include "tracer/driver.h"
+#include "tracer/log.h"
+#include "tracer/options.h"
+#include "tracer/thread.h"
+
+#define MAX_THREADS 64
+#define PIECE_TARGET (64u << 20)
+
+enum piece_state { PENDING, CLAIMED, REGISTERED, PAGEABLE };
+
+struct item {
+	char *buf;
+	size_t len;   /* bytes mapped */
+	size_t first; /* its first piece in the flat list */
+	size_t n;     /* its pieces */
+	CUcontext ctx;
+};
+
+struct msv_host_prep {
+	struct item *items;
+	size_t n;
+	uint32_t *owner;        /* flat piece -> item */
+	_Atomic unsigned char *state;
+	size_t pieces;
+	atomic_size_t next;     /* the next flat piece to claim */
+	pthread_mutex_t m;
+	pthread_cond_t c;
+	pthread_t th[MAX_THREADS];
+	int nth;
+};
+
+size_t _msv_host_piece(void)
+{
+	size_t chunk = _msv_options()->chunk_bytes;
+	return (PIECE_TARGET + chunk - 1) / chunk * chunk;
+}
+
+/* Whole 2 MiB pages (huge pages where the kernel gives them). */
+static size_t host_len(size_t len)
+{
+	size_t page = 2u << 20;
+	return len ? (len + page - 1) / page * page : page;
+}
+
+/* Touch (the kernel zeroes each page at its first write, the slow part,
+ * holding no driver lock) then register one piece. */
+static void prepare(struct msv_host_prep *p, size_t k)
+{
+	const struct msv_driver *d = _msv_drv();
+	struct item *it = &p->items[p->owner[k]];
+	size_t off = (k - it->first) * _msv_host_piece();
+	size_t len = it->len - off < _msv_host_piece() ? it->len - off : _msv_host_piece();
+	for (size_t b = 0; b < len; b += 4096)
+		((volatile char *)it->buf)[off + b] = 0;
+	CUcontext old;
+	MSV_BUSY_BEGIN();
+	int pushed = it->ctx && d->cuCtxPushCurrent(it->ctx) == CUDA_SUCCESS;
+	int ok = d->cuMemHostRegister &&
+		 d->cuMemHostRegister(it->buf + off, len, CU_MEMHOSTREGISTER_PORTABLE) == CUDA_SUCCESS;
+	if (pushed)
+		d->cuCtxPopCurrent(&old);
+	MSV_BUSY_END();
+	pthread_mutex_lock(&p->m);
+	atomic_store(&p->state[k], ok ? REGISTERED : PAGEABLE);
+	pthread_cond_broadcast(&p->c);
+	pthread_mutex_unlock(&p->m);
+}
+
+/* Claim and prepare the next pending piece; 0 when none is left. */
+static int help(struct msv_host_prep *p)
+{
+	size_t k = atomic_fetch_add(&p->next, 1);
+	if (k >= p->pieces)
+		return 0;
+	atomic_store(&p->state[k], CLAIMED);
+	prepare(p, k);
+	return 1;
+}
+
+static void *worker(void *arg)
+{
+	struct msv_host_prep *p = arg;
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	/* Registering is "potentially unsafe" during a global-mode capture on
+	 * another thread; relaxed mode lets it through without invalidating it. */
+	const struct msv_driver *d = _msv_drv();
+	CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+	if (d->cuThreadExchangeStreamCaptureMode)
+		d->cuThreadExchangeStreamCaptureMode(&mode);
+	while (help(p))
+		;
+	return NULL;
+}
+
+static void unmap_all(struct msv_host_prep *p)
+{
+	for (size_t i = 0; i < p->n; i++)
+		if (p->items[i].buf)
+			munmap(p->items[i].buf, p->items[i].len);
+}
+
+static void prep_free(struct msv_host_prep *p)
+{
+	free(p->items);
+	free(p->owner);
+	free((void *)p->state);
+	free(p);
+}
+
+struct msv_host_prep *_msv_host_prep_start(const size_t *lens, const CUcontext *ctxs, size_t n, int threads)
+{
+	struct msv_host_prep *p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->n = n;
+	p->items = calloc(n ? n : 1, sizeof(*p->items));
+	size_t piece = _msv_host_piece();
+	for (size_t i = 0; p->items && i < n; i++) {
+		if (!lens[i])
+			continue;
+		struct item *it = &p->items[i];
+		it->len = host_len(lens[i]);
+		it->ctx = ctxs[i];
+		it->first = p->pieces;
+		it->n = (it->len + piece - 1) / piece;
+		p->pieces += it->n;
+		it->buf = mmap(NULL, it->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+			       0);
+		if (it->buf == MAP_FAILED) {
+			it->buf = NULL;
+			unmap_all(p);
+			prep_free(p);
+			return NULL;
+		}
+		madvise(it->buf, it->len, MADV_HUGEPAGE);
+	}
+	p->owner = calloc(p->pieces ? p->pieces : 1, sizeof(*p->owner));
+	p->state = calloc(p->pieces ? p->pieces : 1, sizeof(*p->state));
+	if (!p->items || !p->owner || !p->state) {
+		if (p->items)
+			unmap_all(p);
+		prep_free(p);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < p->items[i].n; k++)
+			p->owner[p->items[i].first + k] = (uint32_t)i;
+	pthread_mutex_init(&p->m, NULL);
+	pthread_cond_init(&p->c, NULL);
+	if (threads > MAX_THREADS)
+		threads = MAX_THREADS;
+	while (p->nth < threads && (size_t)p->nth < p->pieces &&
+	       pthread_create(&p->th[p->nth], NULL, worker, p) == 0)
+		pthread_setname_np(p->th[p->nth++], "memsaver-prep");
+	return p;
+}
+
+void *_msv_host_prep_buf(struct msv_host_prep *p, size_t i)
+{
+	return p->items[i].buf;
+}
+
+/* Wait for piece k, preparing pending pieces meanwhile. */
+static int wait_piece(struct msv_host_prep *p, size_t k)
+{
+	while (atomic_load(&p->state[k]) < REGISTERED && help(p))
+		;
+	pthread_mutex_lock(&p->m);
+	while (atomic_load(&p->state[k]) < REGISTERED)
+		pthread_cond_wait(&p->c, &p->m);
+	pthread_mutex_unlock(&p->m);
+	return atomic_load(&p->state[k]) == REGISTERED;
+}
+
+int _msv_host_prep_wait(struct msv_host_prep *p, size_t i, size_t off)
+{
+	return wait_piece(p, p->items[i].first + off / _msv_host_piece());
+}
+
+/* Unregister the registered pieces of a buffer that is not registered whole. */
+static void unregister(const struct item *it, const _Atomic unsigned char *state)
+{
+	const struct msv_driver *d = _msv_drv();
+	MSV_BUSY_BEGIN();
+	for (size_t k = 0; k < it->n; k++)
+		if (atomic_load(&state[it->first + k]) == REGISTERED && d->cuMemHostUnregister)
+			d->cuMemHostUnregister(it->buf + k * _msv_host_piece());
+	MSV_BUSY_END();
+}
+
+void _msv_host_prep_finish(struct msv_host_prep *p, int *pinned)
+{
+	for (size_t k = 0; k < p->pieces; k++)
+		wait_piece(p, k);
+	for (int t = 0; t < p->nth; t++)
+		pthread_join(p->th[t], NULL);
+	for (size_t i = 0; i < p->n; i++) {
+		const struct item *it = &p->items[i];
+		int whole = it->buf != NULL;
+		for (size_t k = 0; whole && k < it->n; k++)
+			whole = atomic_load(&p->state[it->first + k]) == REGISTERED;
+		if (it->buf && !whole) {
+			unregister(it, p->state);
+			MSV_WARN("registering %zu bytes of host memory failed; backing up through pageable memory "
+				 "(slower)", it->len);
+		}
+		pinned[i] = whole;
+	}
+	pthread_cond_destroy(&p->c);
+	pthread_mutex_destroy(&p->m);
+	prep_free(p);
+}
+
+void _msv_host_free(void *buf, size_t len, int pinned)
+{
+	const struct msv_driver *d = _msv_drv();
+	if (!buf)
+		return;
+	size_t mlen = host_len(len), piece = _msv_host_piece();
+	if (pinned && d && d->cuMemHostUnregister) {
+		MSV_BUSY_BEGIN();
+		for (size_t off = 0; off < mlen; off += piece)
+			d->cuMemHostUnregister((char *)buf + off);
+		MSV_BUSY_END();
+	}
+	munmap(buf, mlen);
+}
