@@ -80,6 +80,8 @@ static const struct proc g_procs[] = {
 	P1(cuMemAlloc, 3020, cuMemAlloc_v2)
 	P1(cuMemFree, 3020, cuMemFree_v2)
 	P1(cuMemAllocPitch, 3020, cuMemAllocPitch_v2)
+	P1(cuMemAllocManaged, 6000, cuMemAllocManaged)
+	P(cuMemAllocFromPoolAsync, 11020, cuMemAllocFromPoolAsync, cuMemAllocFromPoolAsync_ptsz)
 	P(cuMemAllocAsync, 11020, cuMemAllocAsync, cuMemAllocAsync_ptsz)
 	P(cuMemFreeAsync, 11020, cuMemFreeAsync, cuMemFreeAsync_ptsz)
 	P1(cuMemGetAddressRange, 3020, cuMemGetAddressRange_v2)

@@ -97,6 +97,10 @@
  *                              default 262144 (256 MiB at 1024 bytes)
  *   FAKECUDA_MODULE_BYTES      cost of a loaded module/library, default 2MiB
  *   FAKECUDA_GRAPH_EXEC_BYTES  cost of a live graph exec, default 4MiB
+ *   FAKECUDA_LAZY_LOADING      1/true/on: a module costs FAKECUDA_MODULE_BYTES
+ *                              from the first launch of one of its functions
+ *                              (the MODULE_LOADED callback comes from inside
+ *                              that launch), not at cuModuleLoad*, default 0
  *   FAKECUDA_ZERO_FRESH        1/true/on: fresh memory reads zero instead of
  *                              the garbage pattern, default 0
  *   FAKECUDA_GARBAGE_MAX       bytes of each fresh allocation filled with
