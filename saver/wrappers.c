@@ -48,6 +48,22 @@ REAL(cuStreamEndCapture);
 REAL_AS(cuStreamEndCapture_ptsz, cuStreamEndCapture);
 REAL(cuGraphInstantiateWithFlags);
 REAL(cuDevicePrimaryCtxRetain);
+/* cuda.h 13 declares only cuCtxCreate_v4; a driver still answers older
+ * cudart versions with _v2 or _v3. */
+static CUresult (*real_cuCtxCreate_v2)(CUcontext *, unsigned int, CUdevice);
+static CUresult (*real_cuCtxCreate_v3)(CUcontext *, CUexecAffinityParam *, int, unsigned int, CUdevice);
+REAL(cuCtxCreate_v4);
+REAL(cuModuleLoad);
+REAL(cuModuleLoadData);
+REAL(cuModuleLoadDataEx);
+REAL(cuModuleLoadFatBinary);
+REAL(cuLibraryLoadData);
+REAL(cuLibraryLoadFromFile);
+REAL(cuStreamCreate);
+REAL(cuStreamCreateWithPriority);
+REAL(cuMemAllocManaged);
+static CUresult (*real_cuMemAllocFromPoolAsync)(CUdeviceptr *, size_t, CUmemoryPool, CUstream);
+static CUresult (*real_cuMemAllocFromPoolAsync_ptsz)(CUdeviceptr *, size_t, CUmemoryPool, CUstream);
 REAL(cuCtxEnablePeerAccess);
 REAL(cuMemCreate);
 REAL(cuMemRelease);
@@ -178,8 +194,13 @@ static CUresult w_cuMemFree_v2(CUdeviceptr p)
 		return CUDA_ERROR_NOT_INITIALIZED;
 	int deferred;
 	struct msv_region *r = p ? _msv_regions_take(p, &deferred) : NULL;
-	if (!r)
-		return real_cuMemFree_v2(p);
+	if (!r) {
+		/* Pitch and managed allocations, or memory allocated before the
+		 * tracer: the record CUPTI would write, written here. */
+		CUresult rc = CALL(real_cuMemFree_v2(p));
+		_msv_ev_free(rc, MSV_API_MEM_FREE, p);
+		return rc;
+	}
 	if (!r->wrapped) {
 		CUresult rc = CALL(real_cuMemFree_v2(p));
 		_msv_tracer_free(MSV_API_MEM_FREE, p, r->size, r->size, r->cat);
@@ -225,6 +246,28 @@ static CUresult w_cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch, size_t w,
 	static CUresult w_##fn(CUdeviceptr *, size_t, CUstream)
 ALLOC_ASYNC(cuMemAllocAsync);
 ALLOC_ASYNC(cuMemAllocAsync_ptsz);
+
+#define ALLOC_FROM_POOL(fn)                                                                \
+	static CUresult w_##fn(CUdeviceptr *dptr, size_t size, CUmemoryPool pool, CUstream s) \
+	{                                                                                  \
+		CUresult r = CALL(real_##fn(dptr, size, pool, s));                         \
+		if (r == CUDA_SUCCESS)                                                     \
+			_msv_ev_alloc(r, MSV_API_MEM_ALLOC_ASYNC, *dptr, size, s,          \
+				      stream_capturing(s) ? MSV_F_CAPTURING : 0);          \
+		return r;                                                                  \
+	}                                                                                  \
+	static CUresult w_##fn(CUdeviceptr *, size_t, CUmemoryPool, CUstream)
+ALLOC_FROM_POOL(cuMemAllocFromPoolAsync);
+ALLOC_FROM_POOL(cuMemAllocFromPoolAsync_ptsz);
+
+/* Managed memory is observed, never redirected (VMM cannot back it). */
+static CUresult w_cuMemAllocManaged(CUdeviceptr *dptr, size_t size, unsigned flags)
+{
+	CUresult r = CALL(real_cuMemAllocManaged(dptr, size, flags));
+	if (r == CUDA_SUCCESS)
+		_msv_ev_alloc(r, MSV_API_MEM_ALLOC_MANAGED, *dptr, size, NULL, 0);
+	return r;
+}
 
 #define FREE_ASYNC(fn)                                                      \
 	static CUresult w_##fn(CUdeviceptr p, CUstream s)                   \
@@ -389,6 +432,63 @@ static CUresult w_cuDevicePrimaryCtxRetain(CUcontext *ctx, CUdevice dev)
 	return r;
 }
 
+/* The events CUPTI's RESOURCE domain reports, seen where the interposer can
+ * see them, so that a run without CUPTI (--deep-ready) records the same:
+ * context creation, explicit module and library loads, stream creation.
+ * The RESOURCE callbacks they cause come under the busy count and are
+ * ignored (tracer/cupti.c). */
+#define CTX_CREATE(fn, params, args)                                  \
+	static CUresult w_##fn params                                 \
+	{                                                             \
+		CUresult r = CALL(real_##fn args);                    \
+		if (r == CUDA_SUCCESS && ctx)                         \
+			_msv_ev_context(r, *ctx);                     \
+		return r;                                             \
+	}
+CTX_CREATE(cuCtxCreate_v2, (CUcontext *ctx, unsigned flags, CUdevice dev), (ctx, flags, dev))
+CTX_CREATE(cuCtxCreate_v3, (CUcontext *ctx, CUexecAffinityParam *p, int n, unsigned flags, CUdevice dev),
+	   (ctx, p, n, flags, dev))
+CTX_CREATE(cuCtxCreate_v4, (CUcontext *ctx, CUctxCreateParams *p, unsigned flags, CUdevice dev),
+	   (ctx, p, flags, dev))
+
+#define LOAD(fn, params, args)                                        \
+	static CUresult w_##fn params                                 \
+	{                                                             \
+		_msv_ev_load_before();                                \
+		CUresult r = CALL(real_##fn args);                    \
+		_msv_ev_measure_after(r, MSV_DRV_MODULES);            \
+		return r;                                             \
+	}
+LOAD(cuModuleLoad, (CUmodule *m, const char *path), (m, path))
+LOAD(cuModuleLoadData, (CUmodule *m, const void *image), (m, image))
+LOAD(cuModuleLoadDataEx, (CUmodule *m, const void *image, unsigned n, CUjit_option *o, void **v),
+     (m, image, n, o, v))
+LOAD(cuModuleLoadFatBinary, (CUmodule *m, const void *fatbin), (m, fatbin))
+LOAD(cuLibraryLoadData,
+     (CUlibrary *l, const void *code, CUjit_option *jo, void **jv, unsigned nj, CUlibraryOption *lo, void **lv,
+      unsigned nl),
+     (l, code, jo, jv, nj, lo, lv, nl))
+LOAD(cuLibraryLoadFromFile,
+     (CUlibrary *l, const char *path, CUjit_option *jo, void **jv, unsigned nj, CUlibraryOption *lo, void **lv,
+      unsigned nl),
+     (l, path, jo, jv, nj, lo, lv, nl))
+
+static CUresult w_cuStreamCreate(CUstream *s, unsigned flags)
+{
+	CUresult r = CALL(real_cuStreamCreate(s, flags));
+	if (r == CUDA_SUCCESS)
+		_msv_ev_stream_created();
+	return r;
+}
+
+static CUresult w_cuStreamCreateWithPriority(CUstream *s, unsigned flags, int priority)
+{
+	CUresult r = CALL(real_cuStreamCreateWithPriority(s, flags, priority));
+	if (r == CUDA_SUCCESS)
+		_msv_ev_stream_created();
+	return r;
+}
+
 /* App-owned VMM (PyTorch's expandable segments, vLLM, NCCL): handles are
  * translated and mappings become regions in saver/app_vmm.c; handles made
  * before the tracer started pass through. */
@@ -482,7 +582,9 @@ static CUresult w_cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp *pr
 /* Work that may touch memory a pause from outside released waits at the
  * gate (saver/gate.h).  Open: one relaxed load and a branch, then exactly
  * the driver's pointer; no busy count (CUPTI does not trace launches and
- * copies: tracer/cupti.c). */
+ * copies: tracer/cupti.c).  A kernel launch then tells the tracer, which
+ * without CUPTI takes the first launch of each function as the lazy-loading
+ * checkpoint (tracer/events.h). */
 #define GATE(call, s, ptsz)                                                  \
 	do {                                                                 \
 		if (_msv_gate_closed()) {                                    \
@@ -497,7 +599,9 @@ static CUresult w_cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp *pr
 			       unsigned bz, unsigned shmem, CUstream s, void **params, void **extra)            \
 	{                                                                                                    \
 		GATE(#fn, s, ptsz);                                                                          \
-		return real_##fn(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra);                       \
+		CUresult r_ = real_##fn(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra);                \
+		_msv_ev_launch(f, __builtin_return_address(0));                                             \
+		return r_;                                                                                   \
 	}                                                                                                    \
 	static CUresult w_##fn(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, \
 			       CUstream, void **, void **)
@@ -508,7 +612,9 @@ LAUNCH(cuLaunchKernel_ptsz, 1);
 	static CUresult w_##fn(const CUlaunchConfig *c, CUfunction f, void **params, void **extra) \
 	{                                                                                        \
 		GATE(#fn, c ? c->hStream : NULL, ptsz);                                          \
-		return real_##fn(c, f, params, extra);                                           \
+		CUresult r_ = real_##fn(c, f, params, extra);                                    \
+		_msv_ev_launch(f, __builtin_return_address(0));                                 \
+		return r_;                                                                       \
 	}                                                                                        \
 	static CUresult w_##fn(const CUlaunchConfig *, CUfunction, void **, void **)
 LAUNCH_EX(cuLaunchKernelEx, 0);
@@ -519,7 +625,9 @@ LAUNCH_EX(cuLaunchKernelEx_ptsz, 1);
 			       unsigned bz, unsigned shmem, CUstream s, void **params)                          \
 	{                                                                                                    \
 		GATE(#fn, s, ptsz);                                                                          \
-		return real_##fn(f, gx, gy, gz, bx, by, bz, shmem, s, params);                              \
+		CUresult r_ = real_##fn(f, gx, gy, gz, bx, by, bz, shmem, s, params);                       \
+		_msv_ev_launch(f, __builtin_return_address(0));                                             \
+		return r_;                                                                                   \
 	}                                                                                                    \
 	static CUresult w_##fn(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, \
 			       CUstream, void **)
@@ -635,7 +743,24 @@ const struct msv_hook _msv_hooks[] = {
 	HOOK("cuStreamEndCapture", cuStreamEndCapture, 0, 10000),
 	HOOK("cuStreamEndCapture", cuStreamEndCapture_ptsz, 1, 10000),
 	HOOK("cuGraphInstantiateWithFlags", cuGraphInstantiateWithFlags, 0, 11040),
+	/* cudart 12+ asks "cuGraphInstantiate" at 12000 and the driver answers
+	 * cuGraphInstantiateWithFlags (cuda.h's #define): same ABI, same slot. */
+	HOOK("cuGraphInstantiate", cuGraphInstantiateWithFlags, 0, 12000),
 	HOOK("cuDevicePrimaryCtxRetain", cuDevicePrimaryCtxRetain, 0, 7000),
+	HOOK("cuCtxCreate", cuCtxCreate_v2, 0, 3020),
+	HOOK("cuCtxCreate", cuCtxCreate_v3, 0, 11040),
+	HOOK("cuCtxCreate", cuCtxCreate_v4, 0, 12050),
+	HOOK("cuModuleLoad", cuModuleLoad, 0, 2000),
+	HOOK("cuModuleLoadData", cuModuleLoadData, 0, 2000),
+	HOOK("cuModuleLoadDataEx", cuModuleLoadDataEx, 0, 2010),
+	HOOK("cuModuleLoadFatBinary", cuModuleLoadFatBinary, 0, 2000),
+	HOOK("cuLibraryLoadData", cuLibraryLoadData, 0, 12000),
+	HOOK("cuLibraryLoadFromFile", cuLibraryLoadFromFile, 0, 12000),
+	HOOK("cuStreamCreate", cuStreamCreate, 0, 2000),
+	HOOK("cuStreamCreateWithPriority", cuStreamCreateWithPriority, 0, 5050),
+	HOOK("cuMemAllocManaged", cuMemAllocManaged, 0, 6000),
+	HOOK("cuMemAllocFromPoolAsync", cuMemAllocFromPoolAsync, 0, 11020),
+	HOOK("cuMemAllocFromPoolAsync", cuMemAllocFromPoolAsync_ptsz, 1, 11020),
 	HOOK("cuCtxEnablePeerAccess", cuCtxEnablePeerAccess, 0, 4000),
 	HOOK("cuMemCreate", cuMemCreate, 0, 10020),
 	HOOK("cuMemRelease", cuMemRelease, 0, 10020),

@@ -1,5 +1,8 @@
 #include "events.h"
 
+#include <stdatomic.h>
+
+#include "log.h"
 #include "thread.h"
 #include "trace_format.h"
 #include "tracer.h"
@@ -74,6 +77,52 @@ void _msv_ev_module_loaded(void)
 {
 	if (!in_load)
 		_msv_tracer_checkpoint(MSV_DRV_LAZY_LOAD, MSV_MARK_MODULE_LOADED, NULL);
+}
+
+/* Without CUPTI nothing reports a module loaded inside a launch, but the
+ * interposer sees every launch: the first launch of each function is the
+ * checkpoint instead, taken after it returned, so the module it loaded is
+ * in the reading.  More checkpoints than CUPTI's (one per function, not per
+ * module; a function of an explicitly loaded module adds nothing), each
+ * charged what appeared since the previous one, as CUPTI's are.  The set is
+ * a fixed open-addressing table of function handles: a launch costs a hash
+ * and a probe or two; a full table ends the watch (said once), and later
+ * loads fall into the next checkpoint's interval. */
+#define SEEN_SLOTS 16384u
+#define SEEN_MAX (SEEN_SLOTS / 2) /* half full at most: probes stay short and end */
+static _Atomic uintptr_t seen[SEEN_SLOTS];
+static atomic_uint seen_n;
+static atomic_int seen_full;
+
+static int first_sight(uintptr_t f)
+{
+	for (unsigned i = (unsigned)((f >> 4) * 2654435761u) % SEEN_SLOTS;; i = (i + 1) % SEEN_SLOTS) {
+		uintptr_t cur = atomic_load_explicit(&seen[i], memory_order_relaxed);
+		if (cur == f)
+			return 0;
+		if (cur != 0)
+			continue;
+		if (atomic_fetch_add(&seen_n, 1) >= SEEN_MAX) {
+			if (!atomic_exchange(&seen_full, 1))
+				MSV_WARN("more than %u kernels launched: later first launches are not checkpoints, "
+					 "what they load is charged to the next one", SEEN_MAX);
+			return 0;
+		}
+		if (atomic_compare_exchange_strong(&seen[i], &cur, f))
+			return 1;
+		atomic_fetch_sub(&seen_n, 1);
+		if (cur == f) /* another thread put it there first */
+			return 0;
+	}
+}
+
+void _msv_ev_launch(CUfunction f, void *caller)
+{
+	if (!f || _msv_tracer_cupti() || atomic_load_explicit(&seen_full, memory_order_relaxed) ||
+	    !_msv_tracer_active())
+		return;
+	if (first_sight((uintptr_t)f))
+		_msv_tracer_checkpoint(MSV_DRV_LAZY_LOAD, MSV_MARK_FIRST_LAUNCH, caller);
 }
 
 void _msv_ev_stream_created(void)

@@ -22,10 +22,20 @@ void _msv_ev_capture_end(CUresult rc);
 void _msv_ev_measure_before(void);
 void _msv_ev_load_before(void);
 void _msv_ev_measure_after(CUresult rc, int cause);
-/* CUPTI RESOURCE callbacks: a module loaded (outside an explicit load: at
- * first launch), a stream created.  A checkpoint each. */
+/* A module loaded (CUPTI RESOURCE; outside an explicit load: at first
+ * launch), a stream created (CUPTI RESOURCE or the interposer's
+ * cuStreamCreate*).  A checkpoint each. */
 void _msv_ev_module_loaded(void);
 void _msv_ev_stream_created(void);
+/* A kernel launch returned (interposer).  While CUPTI is not attached, the
+ * first launch of each function is a checkpoint charged to lazy loading,
+ * in place of the MODULE_LOADED callback; otherwise a no-op.  caller: as in
+ * _msv_tracer_decide.  Costs a hash probe per launch without CUPTI, one
+ * relaxed load with it. */
+void _msv_ev_launch(CUfunction f, void *caller);
+/* A context created or retained (CUPTI RESOURCE or the interposer's
+ * cuCtxCreate* / cuDevicePrimaryCtxRetain): the first per device takes the
+ * context reading. */
 void _msv_ev_context(CUresult rc, CUcontext ctx);
 /* App-owned VMM. */
 void _msv_ev_vmm_create(CUresult rc, CUmemGenericAllocationHandle h, size_t size);

@@ -12,7 +12,6 @@
 struct msv_tls {
 	int busy;         /* >0 while memsaver itself is inside the driver */
 	int capturing;    /* captures begun by this thread and not yet ended */
-	int capture_mode; /* CUstreamCaptureMode last set by this thread */
 	int region1;      /* explicit region category + 1; 0 = none */
 	int n_nvtx;       /* ranges open (may exceed MSV_NVTX_DEPTH; deeper ones not kept) */
 	struct {

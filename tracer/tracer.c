@@ -175,10 +175,19 @@ out:
 	return rc;
 }
 
+static atomic_int cupti_attached, cupti_said;
+
+int _msv_tracer_cupti(void)
+{
+	return atomic_load_explicit(&cupti_attached, memory_order_relaxed);
+}
+
 void _msv_tracer_set_cupti(int attached, const char *why)
 {
+	atomic_store(&cupti_attached, attached);
 	if (T.state != 1)
 		return;
+	atomic_store(&cupti_said, 1);
 	struct msv_rec r = {.type = MSV_REC_META, .api = MSV_META_CUPTI, .size = (uint64_t)attached};
 	r.site = _msv_trace_intern(T.log, why);
 	_msv_trace_append(T.log, &r);
@@ -292,6 +301,9 @@ static void context_ready(void)
 	meta_num(MSV_META_GRANULARITY, gran);
 	if (!emit_baseline)
 		return;
+	/* The report names the mode it ran in, injected or not. */
+	if (!atomic_load(&cupti_said))
+		_msv_tracer_set_cupti(0, "no CUPTI injection (CUDA_INJECTION64_PATH unset)");
 	/* NVML numbers devices without CUDA_VISIBLE_DEVICES remapping; under a
 	 * remap the baseline is that of the NVML device with the same ordinal,
 	 * which is why the report keeps baseline and context apart. */

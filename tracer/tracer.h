@@ -91,7 +91,12 @@ void _msv_tracer_context_ready(CUcontext ctx); /* NULL: the current one */
 void _msv_tracer_capture_begin(void);
 void _msv_tracer_capture_end(void);
 
-/* Whether the CUPTI subscriber is attached (0/1), and the reason if not. */
+/* Whether the CUPTI subscriber is attached (0/1), and the reason if not:
+ * recorded in the trace (MSV_META_CUPTI), so the report names the mode. */
 void _msv_tracer_set_cupti(int attached, const char *why);
+/* 1 while CUPTI is attached.  0 before InitializeInjection, when it was
+ * never called (no CUDA_INJECTION64_PATH), with MEMSAVER_CUPTI=0 and when
+ * the slot was taken: then the interposer alone observes (tracer/events.h). */
+int _msv_tracer_cupti(void);
 
 #endif
