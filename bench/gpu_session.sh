@@ -105,6 +105,14 @@ for part in "$@"; do
 		echo "{\"bench\":\"soak\",\"rc\":$?}" | tee -a "$OUT/results.jsonl"
 		tail -n 1 "$OUT/soak.jsonl" | tee -a "$OUT/results.jsonl"
 		;;
+	modes)
+		# Issue 19: the bench engine traced with CUPTI and with --deep-ready (interposer only).
+		mkdir -p "$OUT/modes"
+		OUT=$OUT/modes timeout 540 python3 "$ROOT/bench/tracer_modes.py" --build "$BUILD" \
+			> "$OUT/modes.jsonl" 2> "$OUT/modes/modes.log"
+		echo "{\"bench\":\"tracer_modes\",\"rc\":$?}" | tee -a "$OUT/results.jsonl"
+		cut -c1-3000 "$OUT/modes.jsonl" | tee -a "$OUT/results.jsonl"
+		;;
 	esac
 done
 tar czf /tmp/gpu-logs.tgz --exclude='*.trace' -C "$OUT" . 2>/dev/null && mv /tmp/gpu-logs.tgz "$OUT/" 2>/dev/null
