@@ -81,6 +81,10 @@ def main():
     ap.add_argument("--cycles", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="smaller engine (3 batch sizes, kv 0.25)")
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--paused-s", type=float, default=0.0,
+                    help="seconds each cycle stays paused before the resume (default 0: resume at once; "
+                         "the driver scrubs released device memory in the background, and a resume "
+                         "right after the pause waits for that)")
     args = ap.parse_args()
     ms = os.path.join(args.build, "bin", "memsaver")
     out = args.out or tempfile.mkdtemp(prefix="memsaver-proof.")
@@ -176,6 +180,8 @@ def main():
                      released_share_of_wrapped=round((u0 - u1) / wrapped, 4) if wrapped and u0 and u1 else None)
             if rc != 0:
                 emit(bench="cycle", cycle=c, error="pause failed: " + txt[-400:])
+            if args.paused_s > 0:
+                time.sleep(args.paused_s)
             rc2, txt2, _ = ctl(ms, pid, "resume")
             _, st, _ = ctl(ms, pid, "status")
             status = json.loads(st) if st.strip().startswith("{") else {}
@@ -209,7 +215,7 @@ def main():
         return t.get(kind + "_bytes", 0) / (t["copy_ms"] / 1e3) / 1e9 if t.get("copy_ms") else None
 
     steady_p, steady_r = pauses[1:] or pauses, resumes[1:] or resumes
-    emit(bench="latency", pause_ms=[round(p.get("ms", 0), 2) for p in pauses],
+    emit(bench="latency", paused_s=args.paused_s, pause_ms=[round(p.get("ms", 0), 2) for p in pauses],
          resume_ms=[round(r.get("ms", 0), 2) for r in resumes],
          first_pause_ms=pauses[0].get("ms") if pauses else None,
          pause_ms_median=med(p.get("ms") for p in steady_p), resume_ms_median=med(r.get("ms") for r in steady_r),

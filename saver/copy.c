@@ -165,13 +165,20 @@ CUresult _msv_copy_out(struct msv_region **list, size_t n, uint64_t *copied, uin
 	_msv_regions_unlock();
 	/* Without digests (first pause, no kernel) everything is copied. */
 	CUresult rc = missing ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS;
+	uint64_t t0 = _msv_now_ns(), t1 = t0;
 	if (rc == CUDA_SUCCESS) {
 		_msv_digest_take(list, n, _msv_options()->chunk_bytes);
+		t1 = _msv_now_ns();
 		rc = run(list, n, OUT, 1, copied, skipped, prep, item);
 	}
 	if (prep) {
 		/* run() waited for every copy it issued. */
-		_msv_host_prep_finish(prep, pinned);
+		struct msv_prep_stats st;
+		_msv_host_prep_finish(prep, pinned, &st);
+		MSV_INFO("backup host memory made for this pause: %.1f MiB by %d threads while copying (summed over "
+			 "them: touch %.1f ms, register %.1f ms); digest %.1f ms, copy %.1f ms",
+			 st.bytes / 1048576.0, st.threads, st.touch_ns / 1e6, st.register_ns / 1e6, (t1 - t0) / 1e6,
+			 (_msv_now_ns() - t1) / 1e6);
 		_msv_regions_lock();
 		for (size_t i = 0; i < n; i++)
 			if (item[i] >= 0)
@@ -277,7 +284,8 @@ static void *pinner(void *arg)
 		if (!prep)
 			continue; /* the pause allocates (or falls back) itself */
 		void *p = _msv_host_prep_buf(prep, 0);
-		_msv_host_prep_finish(prep, &pinned);
+		struct msv_prep_stats st;
+		_msv_host_prep_finish(prep, &pinned, &st);
 		_msv_regions_lock();
 		r = _msv_regions_find(va);
 		int used = r && r->va == va && !r->backup && r->keep_len == len;

@@ -6,16 +6,18 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "tracer/driver.h"
 #include "tracer/log.h"
 #include "tracer/options.h"
 #include "tracer/thread.h"
+#include "tracer/trace_writer.h"
 
 #define MAX_THREADS 64
 #define PIECE_TARGET (64u << 20)
 
-enum piece_state { PENDING, CLAIMED, REGISTERED, PAGEABLE };
+enum piece_state { PENDING, CLAIMED, TOUCHED, REGISTERED, PAGEABLE };
 
 struct item {
 	char *buf;
@@ -32,6 +34,7 @@ struct msv_host_prep {
 	_Atomic unsigned char *state;
 	size_t pieces;
 	atomic_size_t next;     /* the next flat piece to claim */
+	atomic_ullong bytes, touch_ns, register_ns;
 	pthread_mutex_t m;
 	pthread_cond_t c;
 	pthread_t th[MAX_THREADS];
@@ -51,16 +54,40 @@ static size_t host_len(size_t len)
 	return len ? (len + page - 1) / page * page : page;
 }
 
-/* Touch (the kernel zeroes each page at its first write, the slow part,
- * holding no driver lock) then register one piece. */
-static void prepare(struct msv_host_prep *p, size_t k)
+static size_t piece_off(const struct msv_host_prep *p, size_t k, size_t *len)
+{
+	const struct item *it = &p->items[p->owner[k]];
+	size_t off = (k - it->first) * _msv_host_piece();
+	*len = it->len - off < _msv_host_piece() ? it->len - off : _msv_host_piece();
+	return off;
+}
+
+/* Touch one piece: the kernel zeroes each page at its first write (the
+ * slow part, which scales with threads and holds no driver lock). */
+static void touch(struct msv_host_prep *p, size_t k)
+{
+	size_t len, off = piece_off(p, k, &len);
+	char *buf = p->items[p->owner[k]].buf;
+	uint64_t t0 = _msv_now_ns();
+	for (size_t b = 0; b < len; b += 4096)
+		((volatile char *)buf)[off + b] = 0;
+	atomic_fetch_add(&p->bytes, len);
+	atomic_fetch_add(&p->touch_ns, _msv_now_ns() - t0);
+	pthread_mutex_lock(&p->m);
+	atomic_store(&p->state[k], TOUCHED);
+	pthread_cond_broadcast(&p->c);
+	pthread_mutex_unlock(&p->m);
+}
+
+/* Register one touched piece.  The driver serializes registrations, so
+ * the one thread that waits for pieces makes them all, between its copies,
+ * rather than the touching threads queueing for the driver's lock. */
+static void register_piece(struct msv_host_prep *p, size_t k)
 {
 	const struct msv_driver *d = _msv_drv();
-	struct item *it = &p->items[p->owner[k]];
-	size_t off = (k - it->first) * _msv_host_piece();
-	size_t len = it->len - off < _msv_host_piece() ? it->len - off : _msv_host_piece();
-	for (size_t b = 0; b < len; b += 4096)
-		((volatile char *)it->buf)[off + b] = 0;
+	const struct item *it = &p->items[p->owner[k]];
+	size_t len, off = piece_off(p, k, &len);
+	uint64_t t0 = _msv_now_ns();
 	CUcontext old;
 	MSV_BUSY_BEGIN();
 	int pushed = it->ctx && d->cuCtxPushCurrent(it->ctx) == CUDA_SUCCESS;
@@ -69,20 +96,18 @@ static void prepare(struct msv_host_prep *p, size_t k)
 	if (pushed)
 		d->cuCtxPopCurrent(&old);
 	MSV_BUSY_END();
-	pthread_mutex_lock(&p->m);
+	atomic_fetch_add(&p->register_ns, _msv_now_ns() - t0);
 	atomic_store(&p->state[k], ok ? REGISTERED : PAGEABLE);
-	pthread_cond_broadcast(&p->c);
-	pthread_mutex_unlock(&p->m);
 }
 
-/* Claim and prepare the next pending piece; 0 when none is left. */
+/* Claim and touch the next pending piece; 0 when none is left. */
 static int help(struct msv_host_prep *p)
 {
 	size_t k = atomic_fetch_add(&p->next, 1);
 	if (k >= p->pieces)
 		return 0;
 	atomic_store(&p->state[k], CLAIMED);
-	prepare(p, k);
+	touch(p, k);
 	return 1;
 }
 
@@ -92,12 +117,6 @@ static void *worker(void *arg)
 	sigset_t all;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	/* Registering is "potentially unsafe" during a global-mode capture on
-	 * another thread; relaxed mode lets it through without invalidating it. */
-	const struct msv_driver *d = _msv_drv();
-	CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
-	if (d->cuThreadExchangeStreamCaptureMode)
-		d->cuThreadExchangeStreamCaptureMode(&mode);
 	while (help(p))
 		;
 	return NULL;
@@ -158,6 +177,9 @@ struct msv_host_prep *_msv_host_prep_start(const size_t *lens, const CUcontext *
 			p->owner[p->items[i].first + k] = (uint32_t)i;
 	pthread_mutex_init(&p->m, NULL);
 	pthread_cond_init(&p->c, NULL);
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	if (cpus > 0 && threads > cpus)
+		threads = (int)cpus;
 	if (threads > MAX_THREADS)
 		threads = MAX_THREADS;
 	while (p->nth < threads && (size_t)p->nth < p->pieces &&
@@ -171,15 +193,20 @@ void *_msv_host_prep_buf(struct msv_host_prep *p, size_t i)
 	return p->items[i].buf;
 }
 
-/* Wait for piece k, preparing pending pieces meanwhile. */
+/* Wait for piece k to be touched, then register it.  Without threads the
+ * caller touches the pieces itself; with them it only waits: a pausing
+ * thread that touched memory would stop issuing the copies of the pieces
+ * already prepared. */
 static int wait_piece(struct msv_host_prep *p, size_t k)
 {
-	while (atomic_load(&p->state[k]) < REGISTERED && help(p))
+	while (!p->nth && atomic_load(&p->state[k]) < TOUCHED && help(p))
 		;
 	pthread_mutex_lock(&p->m);
-	while (atomic_load(&p->state[k]) < REGISTERED)
+	while (atomic_load(&p->state[k]) < TOUCHED)
 		pthread_cond_wait(&p->c, &p->m);
 	pthread_mutex_unlock(&p->m);
+	if (atomic_load(&p->state[k]) == TOUCHED)
+		register_piece(p, k);
 	return atomic_load(&p->state[k]) == REGISTERED;
 }
 
@@ -199,7 +226,7 @@ static void unregister(const struct item *it, const _Atomic unsigned char *state
 	MSV_BUSY_END();
 }
 
-void _msv_host_prep_finish(struct msv_host_prep *p, int *pinned)
+void _msv_host_prep_finish(struct msv_host_prep *p, int *pinned, struct msv_prep_stats *st)
 {
 	for (size_t k = 0; k < p->pieces; k++)
 		wait_piece(p, k);
@@ -217,6 +244,8 @@ void _msv_host_prep_finish(struct msv_host_prep *p, int *pinned)
 		}
 		pinned[i] = whole;
 	}
+	*st = (struct msv_prep_stats){.bytes = p->bytes, .touch_ns = p->touch_ns, .register_ns = p->register_ns,
+				      .threads = p->nth};
 	pthread_cond_destroy(&p->c);
 	pthread_mutex_destroy(&p->m);
 	prep_free(p);

@@ -6,7 +6,9 @@
  * that are ready while the others are still being prepared.
  *
  * Measured on an H200 host (bench/pin_bw.c, 4 GiB): one thread, touch and
- * register 744-820 ms; 8 threads 149-198 ms; cuMemHostAlloc 2712 ms.
+ * register 744-820 ms; 8 threads 163-198 ms, 16 threads 149-180 ms;
+ * cuMemHostAlloc 2712 ms.  The touch scales with threads, the registration
+ * (about 100 ms for 4 GiB) does not: the driver serializes it.
  *
  * A piece whose registration fails stays pageable; _msv_host_prep_finish then
  * unregisters the buffer's other pieces, so a buffer is either registered
@@ -30,14 +32,19 @@ struct msv_host_prep;
 struct msv_host_prep *_msv_host_prep_start(const size_t *lens, const CUcontext *ctxs, size_t n, int threads);
 /* The buffer of item i (NULL when none was wanted). */
 void *_msv_host_prep_buf(struct msv_host_prep *p, size_t i);
-/* Wait until the piece holding byte `off` of item i is prepared: 1 when it
- * is registered (asynchronous copies may use it), 0 when pageable. */
+/* Wait until the piece holding byte `off` of item i is touched, and
+ * register it: 1 when it is registered (asynchronous copies may use it),
+ * 0 when pageable. */
 int _msv_host_prep_wait(struct msv_host_prep *p, size_t i, size_t off);
 /* Wait for every piece, stop the threads and free p.  pinned[i] gets 1 when
  * item i's buffer is registered whole, 0 when it is not registered at all.
  * Call only when no copy into a buffer is in flight.  The buffers are the
  * caller's (_msv_host_free). */
-void _msv_host_prep_finish(struct msv_host_prep *p, int *pinned);
+struct msv_prep_stats {
+	unsigned long long bytes, touch_ns, register_ns; /* the times summed over threads */
+	int threads;
+};
+void _msv_host_prep_finish(struct msv_host_prep *p, int *pinned, struct msv_prep_stats *st);
 
 /* Release a buffer made for len bytes (pinned: registered whole). */
 void _msv_host_free(void *buf, size_t len, int pinned);

@@ -245,6 +245,17 @@ static int begin(int pause, unsigned mask, char *cats, size_t catlen, struct msv
 	return 1;
 }
 
+static int larger_first(const void *a, const void *b)
+{
+	size_t x = (*(struct msv_region *const *)a)->mapped, y = (*(struct msv_region *const *)b)->mapped;
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static int smaller_first(const void *a, const void *b)
+{
+	return larger_first(b, a);
+}
+
 static void end(struct msv_region **list, size_t n, CUstreamCaptureMode *mode)
 {
 	_msv_regions_unpin(list, n);
@@ -281,6 +292,9 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 		pthread_mutex_unlock(&op_lock);
 		return go;
 	}
+	/* The largest regions are released last and created first by the
+	 * resume (see there). */
+	qsort(list, n, sizeof(*list), smaller_first);
 	/* A pause from outside stops the engine's new work before the
 	 * synchronize, which then waits for what was launched before it. */
 	if (_msv_gate_outside_caller())
@@ -403,6 +417,10 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 		pthread_mutex_unlock(&op_lock);
 		return go;
 	}
+	/* Largest first: re-creating the physical memory of a large region the
+	 * pause released last is what the driver does fastest (bench/vmm_map.c:
+	 * one 64 GiB region 0.6 ms, the same bytes in 4 regions 125 ms). */
+	qsort(list, n, sizeof(*list), larger_first);
 	int pushed = push_ctx(list, n);
 	/* The context's limits come back before anything can run on it. */
 	uint64_t ctx_need = 0, need = 0;
@@ -460,8 +478,6 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 	uint64_t copy_ns = _msv_now_ns() - c0;
 	free(zl);
 	free(bl);
-	MSV_DEBUG("resume: slowest region map %.2f ms for %llu bytes", slowest_ns / 1e6,
-		  (unsigned long long)slowest_bytes);
 	if (cr != CUDA_SUCCESS) {
 		if (mapped_now)
 			rollback(list, n, mapped_now);
@@ -498,8 +514,10 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 	last_resume = (struct msv_timing){.t_ns = t0, .dur_ns = dur, .bytes = need,
 					  .copy_bytes = restore_bytes, .copy_ns = copy_ns, .map_ns = map_ns,
 					  .ok = 1, .valid = 1};
-	MSV_INFO("resumed %s: %zu regions, %llu bytes; %.1f ms (map %.1f, zero+restore %.1f)", cats, n,
-		 (unsigned long long)need, dur / 1e6, map_ns / 1e6, copy_ns / 1e6);
+	MSV_INFO("resumed %s: %zu regions, %llu bytes; %.1f ms (map %.1f, of which %.1f for the slowest region of "
+		 "%llu bytes; zero+restore %.1f)",
+		 cats, n, (unsigned long long)need, dur / 1e6, map_ns / 1e6, slowest_ns / 1e6,
+		 (unsigned long long)slowest_bytes, copy_ns / 1e6);
 out:
 	free(mapped_now);
 	if (rc != 0)

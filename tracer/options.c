@@ -33,7 +33,7 @@ static const struct opt {
 	{"MEMSAVER_CHUNK", SIZE, "16MiB", OPT(chunk_bytes)},
 	{"MEMSAVER_STREAMS", INT, "4", OPT(streams)},
 	{"MEMSAVER_PREPIN", BOOL, "0", OPT(prepin)},
-	{"MEMSAVER_PREP_THREADS", INT, "8", OPT(prep_threads)},
+	{"MEMSAVER_PREP_THREADS", INT, "16", OPT(prep_threads)},
 	{"MEMSAVER_PAUSE_TIMEOUT", INT, "30", OPT(pause_timeout)},
 	{"MEMSAVER_GATE_TIMEOUT", INT, "600", OPT(gate_timeout)},
 	{"MEMSAVER_SKIP_UNCHANGED", BOOL, "1", OPT(skip_unchanged)},
