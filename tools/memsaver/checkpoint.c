@@ -95,7 +95,7 @@ void _msv_ckpt_free(struct msv_ckpt *c)
 	free(c);
 }
 
-int _msv_ckpt_open(struct msv_ckpt **out, char *why, size_t len)
+int _msv_ckpt_open(struct msv_ckpt **out, int nvml, char *why, size_t len)
 {
 	static const struct {
 		const char *name;
@@ -114,7 +114,7 @@ int _msv_ckpt_open(struct msv_ckpt **out, char *why, size_t len)
 		snprintf(why, len, "out of memory");
 		return -ENOMEM;
 	}
-	c->nvml_started = pthread_create(&c->nvml_thread, NULL, nvml_thread, c) == 0;
+	c->nvml_started = nvml && pthread_create(&c->nvml_thread, NULL, nvml_thread, c) == 0;
 	long long t0 = now_ms();
 	c->cuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
 	if (!c->cuda) {

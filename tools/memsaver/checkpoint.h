@@ -27,11 +27,12 @@ const char *_msv_ckpt_state_name(int state);
 
 struct msv_ckpt;
 
-/* Load the driver and resolve the API; NVML loads on a thread meanwhile
- * (joined by the first call that needs it, or by _msv_ckpt_free).  -ENOSYS:
- * this driver has no process checkpoint (why says which).  *out is NULL on
- * failure. */
-int _msv_ckpt_open(struct msv_ckpt **out, char *why, size_t len);
+/* Load the driver and resolve the API.  nvml: the command will read memory,
+ * so NVML loads on a thread meanwhile (joined by the first call that needs
+ * it, or by _msv_ckpt_free); 0 leaves NVML until a call needs it (status
+ * needs none).  -ENOSYS: this driver has no process checkpoint (why says
+ * which).  *out is NULL on failure. */
+int _msv_ckpt_open(struct msv_ckpt **out, int nvml, char *why, size_t len);
 void _msv_ckpt_free(struct msv_ckpt *c); /* NULL is fine */
 
 int _msv_ckpt_get_state(struct msv_ckpt *c, int pid, int *state, char *why, size_t len);

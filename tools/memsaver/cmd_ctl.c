@@ -613,7 +613,7 @@ static const char *ctl_deep_refusal(struct deep_rank *r, size_t n, struct msv_ck
 		}
 	}
 	char e[512];
-	int rc = _msv_ckpt_open(api, e, sizeof(e));
+	int rc = _msv_ckpt_open(api, 1, e, sizeof(e));
 	if (rc) {
 		snprintf(why, len, "%s", e);
 		return why;
@@ -950,7 +950,7 @@ static int ctl_deep_resume(const struct ctl_list *targets, struct ctl_steps *ste
 		rc = MSV_EXIT_OK;
 		goto cleanup;
 	}
-	if (_msv_ckpt_open(&api, why, sizeof(why)) != 0) {
+	if (_msv_ckpt_open(&api, 1, why, sizeof(why)) != 0) {
 		fprintf(stderr, "memsaver ctl: a deep-paused engine needs the driver's restore, and %s\n", why);
 		goto cleanup;
 	}
@@ -1169,7 +1169,7 @@ static void ctl_status_check(json_t *st, int pid, struct msv_ckpt **api, int *ap
 		return;
 	if (!*api_tried) {
 		*api_tried = 1;
-		if (_msv_ckpt_open(api, why, sizeof(why)) != 0) {
+		if (_msv_ckpt_open(api, 0, why, sizeof(why)) != 0) {
 			json_object_set_new(st, "driver_error", json_string(why));
 			return;
 		}

@@ -248,7 +248,7 @@ int _msv_cmd_run(int argc, char **argv)
 		/* Not fatal: the engine still runs, and `ctl pause --deep` falls
 		 * back to a plain pause with the same sentence. */
 		struct msv_ckpt *api = NULL;
-		if (_msv_ckpt_open(&api, why, sizeof(why)) != 0)
+		if (_msv_ckpt_open(&api, 0, why, sizeof(why)) != 0)
 			fprintf(stderr, "memsaver run: note: --deep-ready, but %s; `memsaver ctl pause "
 					"--deep` will pause normally\n", why);
 		_msv_ckpt_free(api);
