@@ -81,6 +81,10 @@ def main():
     ap.add_argument("--cycles", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="smaller engine (3 batch sizes, kv 0.25)")
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--first-pause-after-s", type=float, default=0.0,
+                    help="seconds between the engine's ready line and the first pause (default 0: at "
+                         "once; an engine is usually paused long after it started, and MEMSAVER_PREPIN "
+                         "prepares backups in that time)")
     ap.add_argument("--paused-s", type=float, default=0.0,
                     help="seconds each cycle stays paused before the resume (default 0: resume at once; "
                          "the driver scrubs released device memory in the background, and a resume "
@@ -161,6 +165,8 @@ def main():
                 time.sleep(0.01)
             if not os.path.exists(hold):
                 break
+            if c == 0 and args.first_pause_after_s > 0:
+                time.sleep(args.first_pause_after_s)
             u0 = nvml_used()
             rc, txt, _ = ctl(ms, pid, "pause")
             u1 = nvml_used()
@@ -215,7 +221,7 @@ def main():
         return t.get(kind + "_bytes", 0) / (t["copy_ms"] / 1e3) / 1e9 if t.get("copy_ms") else None
 
     steady_p, steady_r = pauses[1:] or pauses, resumes[1:] or resumes
-    emit(bench="latency", paused_s=args.paused_s, pause_ms=[round(p.get("ms", 0), 2) for p in pauses],
+    emit(bench="latency", paused_s=args.paused_s, first_pause_after_s=args.first_pause_after_s, pause_ms=[round(p.get("ms", 0), 2) for p in pauses],
          resume_ms=[round(r.get("ms", 0), 2) for r in resumes],
          first_pause_ms=pauses[0].get("ms") if pauses else None,
          pause_ms_median=med(p.get("ms") for p in steady_p), resume_ms_median=med(r.get("ms") for r in steady_r),

@@ -32,9 +32,8 @@ struct msv_host_prep;
 struct msv_host_prep *_msv_host_prep_start(const size_t *lens, const CUcontext *ctxs, size_t n, int threads);
 /* The buffer of item i (NULL when none was wanted). */
 void *_msv_host_prep_buf(struct msv_host_prep *p, size_t i);
-/* Wait until the piece holding byte `off` of item i is touched, and
- * register it: 1 when it is registered (asynchronous copies may use it),
- * 0 when pageable. */
+/* Wait until the piece holding byte `off` of item i is prepared: 1 when it
+ * is registered (asynchronous copies may use it), 0 when pageable. */
 int _msv_host_prep_wait(struct msv_host_prep *p, size_t i, size_t off);
 /* Wait for every piece, stop the threads and free p.  pinned[i] gets 1 when
  * item i's buffer is registered whole, 0 when it is not registered at all.

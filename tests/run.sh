@@ -37,11 +37,13 @@ if [ -z "${MSV_SANITIZE:-}" ]; then
 	# The end-to-end scenarios preload the library into other programs;
 	# under ASan that needs the runtime first, so the sanitizer run skips them.
 	# The library preloaded into C programs on the fake driver; each
-	# test initialises CUDA in its own forked child.
+	# test initialises CUDA in its own forked child.  Their first pauses
+	# make their own backups (MEMSAVER_PREPIN=0): a background preparation
+	# would race with what they count; e2e/prepin covers it.
 	for t in "$BUILD"/tests/preload_test_*; do
 		[ -x "$t" ] && run "preload/$(basename "$t")" env LD_LIBRARY_PATH="$ROOT/$BUILD/fakecuda" \
 			LD_PRELOAD="$ROOT/$BUILD/lib/libmemsaver.so" CUDA_INJECTION64_PATH="$ROOT/$BUILD/lib/libmemsaver.so" \
-			MEMSAVER_POLICY="$ROOT/tests/preload/policy.json" MEMSAVER_CONTROL=0 \
+			MEMSAVER_POLICY="$ROOT/tests/preload/policy.json" MEMSAVER_CONTROL=0 MEMSAVER_PREPIN=0 \
 			MEMSAVER_TRACE="$ROOT/$BUILD/tests/logs/$(basename "$t")-%p.trace" CK_FORK=yes "$t"
 	done
 	for t in tests/e2e/*.sh; do

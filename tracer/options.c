@@ -32,7 +32,7 @@ static const struct opt {
 	{"MEMSAVER_STAGING", SIZE, "256MiB", OPT(staging_bytes)},
 	{"MEMSAVER_CHUNK", SIZE, "16MiB", OPT(chunk_bytes)},
 	{"MEMSAVER_STREAMS", INT, "4", OPT(streams)},
-	{"MEMSAVER_PREPIN", BOOL, "0", OPT(prepin)},
+	{"MEMSAVER_PREPIN", BOOL, "1", OPT(prepin)},
 	{"MEMSAVER_PREP_THREADS", INT, "16", OPT(prep_threads)},
 	{"MEMSAVER_PAUSE_TIMEOUT", INT, "30", OPT(pause_timeout)},
 	{"MEMSAVER_GATE_TIMEOUT", INT, "600", OPT(gate_timeout)},

@@ -1,0 +1,45 @@
+#!/bin/bash
+# Backups prepared ahead of the first pause (MEMSAVER_PREPIN, saver/copy.c):
+# demo-engine holds under `memsaver run`; with the default (on), a thread
+# prepares every backup once the engine has stopped allocating for 1 s and
+# says so; the first pause then copies without making host memory, and the
+# resume passes demo-engine's own checks (weights and graph bitwise).  With
+# MEMSAVER_PREPIN=0 nothing is prepared ahead and the first pause makes its
+# backups itself (the log says how), with the same checks passing.
+. "$(dirname "$0")/common.bash"
+
+# scenario NAME PREPIN
+scenario() {
+	local name=$1 prepin=$2 d=$T/$1 pid
+	mkdir -p "$d"
+	MEMSAVER_PREPIN=$prepin "$MS" run --log info -p "$ROOT/tools/demo/demo-policy.json" -- \
+		"$DEMO" --scale 32 --steps 4 --hold-at 2 --hold-file "$d/go" --hold-timeout 60 \
+		--expect-kv any --expect-workspace zero --json >"$d/out" 2>"$d/err" &
+	local run=$!
+	BGPIDS+=($run)
+	wait_for "$d/out" 'holding at step' || fail "$name: demo-engine never held"
+	pid=$(held_pid "$d/out")
+	if [ "$prepin" = 1 ]; then
+		wait_for "$d/err" 'backups prepared in the background: [0-9]+ regions' 30 ||
+			fail "$name: the background preparation never finished"
+	else
+		sleep 1.5
+		! grep -q 'prepared in the background' "$d/err" || fail "$name: prepared in the background with MEMSAVER_PREPIN=0"
+	fi
+	"$MS" ctl --pid "$pid" pause >"$d/pause.out" 2>&1 || { cat "$d/pause.out"; fail "$name: ctl pause failed"; }
+	wait_for "$d/err" 'paused .*backed up' 10 || fail "$name: no pause line"
+	if [ "$prepin" = 1 ]; then
+		! grep -q 'backup host memory made for this pause' "$d/err" ||
+			fail "$name: the first pause made host memory although it was prepared"
+	else
+		grep -qE 'backup host memory made for this pause: [0-9.]+ MiB' "$d/err" ||
+			fail "$name: the first pause did not say it made its backups"
+	fi
+	"$MS" ctl --pid "$pid" resume >"$d/resume.out" 2>&1 || { cat "$d/resume.out"; fail "$name: ctl resume failed"; }
+	touch "$d/go"
+	wait $run || { tail -n 20 "$d/err"; fail "$name: demo-engine failed its checks after the resume"; }
+	ok "$name"
+}
+
+scenario prepared 1
+scenario on_the_spot 0
