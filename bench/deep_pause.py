@@ -44,16 +44,24 @@ def nvml_used():
     return pynvml.nvmlDeviceGetMemoryInfo(h).used
 
 
-def ctl(ms, pid, *cmd, timeout=600):
+def ctl(ms, pid, *cmd, timeout=600, steps=False):
+    """steps: MEMSAVER_LOG=debug, so the ctl prints where its time went."""
+    env = dict(os.environ, MEMSAVER_LOG="debug") if steps else None
     t0 = time.perf_counter()
     p = subprocess.run([ms, "ctl", "--pid", str(pid)] + list(cmd), capture_output=True, text=True,
-                       timeout=timeout)
+                       timeout=timeout, env=env)
     return p.returncode, p.stdout + p.stderr, (time.perf_counter() - t0) * 1000
 
 
 def num(pattern, text):
     m = re.search(pattern, text)
     return float(m.group(1)) if m else None
+
+
+def steps_of(text):
+    """The ctl's debug line "memsaver ctl: CMD steps: NAME N ms, ...; N ms since main"."""
+    m = re.search(r"steps: (.*)", text)
+    return m.group(1) if m else None
 
 
 def med(xs):
@@ -107,14 +115,14 @@ def main():
                 ok = False
                 break
             u_before = nvml_used()
-            rc, txt, pause_wall = ctl(ms, pid, "pause", "--deep")
+            rc, txt, pause_wall = ctl(ms, pid, "pause", "--deep", steps=True)
             u_deep = nvml_used()
             _, st_txt, _ = ctl(ms, pid, "status")
             try:
                 state = json.loads(st_txt[st_txt.index("{"):]).get("state")
             except ValueError:
                 state = None
-            rc2, txt2, resume_wall = ctl(ms, pid, "resume")
+            rc2, txt2, resume_wall = ctl(ms, pid, "resume", steps=True)
             u_after = nvml_used()
             open(os.path.join(hold_dir, f"go.{c}"), "w").close()
             line = eng.stdout.readline()
@@ -129,6 +137,7 @@ def main():
                        restore_ms=num(r"restored from the driver checkpoint \((\d+) ms\)", txt2),
                        memsaver_resume_ms=num(r"resumed \S+(?: \S+)* \((\d+) ms\)", txt2),
                        deep_pause_wall_ms=round(pause_wall, 1), resume_wall_ms=round(resume_wall, 1),
+                       pause_steps=steps_of(txt), resume_steps=steps_of(txt2),
                        bitwise_equal=cyc.get("bitwise_equal"))
             if rc or rc2:
                 row["ctl_output"] = (txt + txt2)[-800:]

@@ -106,7 +106,7 @@ for part in "$@"; do
 		tail -n 1 "$OUT/soak.jsonl" | tee -a "$OUT/results.jsonl"
 		;;
 	modes)
-		# Issue 19: the bench engine traced with CUPTI and with --deep-ready (interposer only).
+		# Issue 12: the bench engine traced with CUPTI and with --deep-ready (interposer only).
 		mkdir -p "$OUT/modes"
 		OUT=$OUT/modes timeout 540 python3 "$ROOT/bench/tracer_modes.py" --build "$BUILD" \
 			> "$OUT/modes.jsonl" 2> "$OUT/modes/modes.log"
