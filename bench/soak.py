@@ -222,6 +222,8 @@ def main():
     ap.add_argument("--batch-sizes", default="1,8,32", help="engine --batch-sizes (graphs and parity outputs)")
     ap.add_argument("--decode-steps", default="100", help="graph replays per decode timing")
     ap.add_argument("--policy", default=POLICY)
+    ap.add_argument("--run-arg", action="append", default=[],
+                    help="an extra argument of `memsaver run` (repeatable), e.g. --run-arg=--no-cupti")
     ap.add_argument("--engine", default=ENGINE, help="the engine script (a stand-in, for testing the loop)")
     ap.add_argument("--op-timeout", type=float, default=60.0,
                     help="seconds for one pause, resume, hold or parity check before it counts as a hang")
@@ -247,7 +249,8 @@ def main():
     engine = [sys.executable, args.engine, "--cycles", str(args.cycles), "--hold-dir", hold_dir,
               "--kv-fraction", args.kv_fraction, "--batch-sizes", args.batch_sizes,
               "--decode-steps", args.decode_steps] + (["--tracemalloc"] if args.tracemalloc else [])
-    cmd = ([ms, "run", "--log", os.environ.get("BENCH_LOG", "warn"), "-p", args.policy, "--"] if use_ms else []) + engine
+    cmd = ([ms, "run", "--log", os.environ.get("BENCH_LOG", "warn"), "-p", args.policy] + args.run_arg + ["--"]
+           if use_ms else []) + engine
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or os.environ.get("MSV_COMMIT", "unknown")
     emit(bench="soak_setup", memsaver=use_ms, cycles_asked=args.cycles, deadline_s=args.deadline_s,

@@ -1,9 +1,10 @@
 /* Whether the driver's own host memory grows with release/re-create cycles
- * of VMM memory, as a pause/resume loop makes them: one region of GIB GiB is
- * unmapped, released, created, mapped and granted access CYCLES times; the
- * process's resident set size is printed every tenth of the way.  JSON lines.
+ * of VMM memory, as a pause/resume loop makes them: GIB GiB in REGIONS
+ * regions of equal size (an engine has about 150) are unmapped, released,
+ * created, mapped and granted access CYCLES times; the process's resident
+ * set size is printed every tenth of the way.  JSON lines.
  *
- * usage: bench-vmm_rss [GIB [CYCLES]]   (defaults 40 200) */
+ * usage: bench-vmm_rss [GIB [CYCLES [REGIONS]]]   (defaults 40 200 1) */
 #include <cuda.h>
 #include <dlfcn.h>
 #include <stdio.h>
@@ -27,6 +28,9 @@ int main(int argc, char **argv)
 {
 	size_t size = (argc > 1 ? strtoull(argv[1], NULL, 10) : 40) << 30;
 	int cycles = argc > 2 ? atoi(argv[2]) : 200;
+	int n = argc > 3 ? atoi(argv[3]) : 1;
+	if (n < 1 || n > 4096)
+		n = 1;
 	void *h = dlopen("libcuda.so.1", RTLD_NOW);
 	if (!h) {
 		fprintf(stderr, "%s\n", dlerror());
@@ -52,22 +56,30 @@ int main(int argc, char **argv)
 	CUmemAllocationProp prop = {.type = CU_MEM_ALLOCATION_TYPE_PINNED,
 				    .location = {.type = CU_MEM_LOCATION_TYPE_DEVICE, .id = dev}};
 	CUmemAccessDesc acc = {.location = prop.location, .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE};
-	CUdeviceptr va;
-	CUmemGenericAllocationHandle mh;
-	BENCH_CHECK(p_cuMemAddressReserve(&va, size, 2 << 20, 0, 0));
-	BENCH_CHECK(p_cuMemCreate(&mh, size, &prop, 0));
-	BENCH_CHECK(p_cuMemMap(va, size, 0, mh, 0));
-	BENCH_CHECK(p_cuMemSetAccess(va, size, &acc, 1));
+	size_t each = (size / n + (2u << 20) - 1) / (2u << 20) * (2u << 20);
+	CUdeviceptr *va = calloc(n, sizeof(*va));
+	CUmemGenericAllocationHandle *mh = calloc(n, sizeof(*mh));
+	for (int i = 0; i < n; i++) {
+		BENCH_CHECK(p_cuMemAddressReserve(&va[i], each, 2 << 20, 0, 0));
+		BENCH_CHECK(p_cuMemCreate(&mh[i], each, &prop, 0));
+		BENCH_CHECK(p_cuMemMap(va[i], each, 0, mh[i], 0));
+		BENCH_CHECK(p_cuMemSetAccess(va[i], each, &acc, 1));
+	}
 	long r0 = bench_rss_kib();
 	for (int c = 1; c <= cycles; c++) {
-		BENCH_CHECK(p_cuMemUnmap(va, size));
-		BENCH_CHECK(p_cuMemRelease(mh));
-		BENCH_CHECK(p_cuMemCreate(&mh, size, &prop, 0));
-		BENCH_CHECK(p_cuMemMap(va, size, 0, mh, 0));
-		BENCH_CHECK(p_cuMemSetAccess(va, size, &acc, 1));
+		for (int i = 0; i < n; i++) {
+			BENCH_CHECK(p_cuMemUnmap(va[i], each));
+			BENCH_CHECK(p_cuMemRelease(mh[i]));
+		}
+		for (int i = 0; i < n; i++) {
+			BENCH_CHECK(p_cuMemCreate(&mh[i], each, &prop, 0));
+			BENCH_CHECK(p_cuMemMap(va[i], each, 0, mh[i], 0));
+			BENCH_CHECK(p_cuMemSetAccess(va[i], each, &acc, 1));
+		}
 		if (c == 1 || c % (cycles / 10 ? cycles / 10 : 1) == 0)
-			printf("{\"bench\":\"vmm_rss\",\"gib\":%zu,\"cycle\":%d,\"rss_kib\":%ld,\"growth_kib\":%ld}\n",
-			       size >> 30, c, bench_rss_kib(), bench_rss_kib() - r0);
+			printf("{\"bench\":\"vmm_rss\",\"gib\":%zu,\"regions\":%d,\"cycle\":%d,\"rss_kib\":%ld,"
+			       "\"growth_kib\":%ld}\n",
+			       size >> 30, n, c, bench_rss_kib(), bench_rss_kib() - r0);
 	}
 	return 0;
 }
