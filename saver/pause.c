@@ -2,16 +2,15 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "copy.h"
 #include "gate.h"
 #include "regions.h"
+#include "sync.h"
 #include "tracer/driver.h"
 #include "tracer/log.h"
 #include "tracer/options.h"
@@ -75,110 +74,11 @@ static struct msv_region **collect(unsigned mask, int pause, size_t *n)
 	return list;
 }
 
-/* Synchronizing may never return (a rank blocked in a collective whose peer
- * is paused, a spinning kernel), so it runs on a thread of its own and the
- * pause waits for it until the deadline.  A job given up on is freed by
- * the thread when the GPU finally answers. */
-struct sync_job {
-	pthread_mutex_t m;
-	pthread_cond_t c;
-	size_t n;
-	CUresult rc;
-	int done, abandoned;
-	CUcontext ctx[]; /* every distinct context of the regions, however many */
-};
-
-static void sync_job_free(struct sync_job *j)
-{
-	pthread_cond_destroy(&j->c);
-	pthread_mutex_destroy(&j->m);
-	free(j);
-}
-
-static CUresult sync_list(const CUcontext *ctx, size_t n)
-{
-	const struct msv_driver *d = _msv_drv();
-	CUresult rc = CUDA_SUCCESS;
-	MSV_BUSY_BEGIN();
-	for (size_t i = 0; i < n && rc == CUDA_SUCCESS; i++) {
-		CUcontext old;
-		if ((rc = d->cuCtxPushCurrent(ctx[i])) != CUDA_SUCCESS)
-			break;
-		rc = d->cuCtxSynchronize();
-		d->cuCtxPopCurrent(&old);
-	}
-	MSV_BUSY_END();
-	return rc;
-}
-
 static void relaxed(CUstreamCaptureMode *mode)
 {
 	const struct msv_driver *d = _msv_drv();
 	if (d && d->cuThreadExchangeStreamCaptureMode)
 		d->cuThreadExchangeStreamCaptureMode(mode);
-}
-
-static void *syncer(void *arg)
-{
-	struct sync_job *j = arg;
-	sigset_t all;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
-	relaxed(&mode);
-	CUresult rc = sync_list(j->ctx, j->n);
-	pthread_mutex_lock(&j->m);
-	j->rc = rc;
-	j->done = 1;
-	int abandoned = j->abandoned;
-	pthread_cond_signal(&j->c);
-	pthread_mutex_unlock(&j->m);
-	if (abandoned)
-		sync_job_free(j);
-	return NULL;
-}
-
-/* Wait for the GPU work of every context that owns one of the regions, at
- * most timeout_s seconds (0: no limit).  CUDA_ERROR_TIMEOUT when the
- * deadline passed; the GPU work is left running. */
-static CUresult sync_contexts(struct msv_region **list, size_t n, int timeout_s)
-{
-	struct sync_job *j = calloc(1, sizeof(*j) + n * sizeof(j->ctx[0]));
-	if (!j)
-		return CUDA_ERROR_OUT_OF_MEMORY;
-	for (size_t i = 0; i < n; i++) {
-		size_t k = 0;
-		while (k < j->n && j->ctx[k] != list[i]->ctx)
-			k++;
-		if (k == j->n)
-			j->ctx[j->n++] = list[i]->ctx;
-	}
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_mutex_init(&j->m, NULL);
-	pthread_cond_init(&j->c, &ca);
-	pthread_condattr_destroy(&ca);
-	pthread_t t;
-	if (timeout_s <= 0 || pthread_create(&t, NULL, syncer, j) != 0) {
-		CUresult rc = sync_list(j->ctx, j->n);
-		sync_job_free(j);
-		return rc;
-	}
-	pthread_detach(t);
-	struct timespec dl;
-	clock_gettime(CLOCK_MONOTONIC, &dl);
-	dl.tv_sec += timeout_s;
-	pthread_mutex_lock(&j->m);
-	while (!j->done && pthread_cond_timedwait(&j->c, &j->m, &dl) != ETIMEDOUT)
-		;
-	int done = j->done;
-	CUresult rc = done ? j->rc : CUDA_ERROR_TIMEOUT;
-	j->abandoned = !done;
-	pthread_mutex_unlock(&j->m);
-	if (done)
-		sync_job_free(j);
-	return rc;
 }
 
 static void names(unsigned mask, char *buf, size_t len)
@@ -301,7 +201,7 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 		_msv_gate_close();
 	int pushed = push_ctx(list, n);
 	int timeout = _msv_options()->pause_timeout;
-	CUresult cr = sync_contexts(list, n, timeout);
+	CUresult cr = _msv_sync_contexts(list, n, timeout);
 	if (cr != CUDA_SUCCESS) {
 		if (cr == CUDA_ERROR_TIMEOUT)
 			snprintf(err, errlen,

@@ -3,6 +3,7 @@
  * program allocates is weights (backup) unless an explicit region says
  * otherwise; other = keep.  Each test runs in its own forked child and
  * initialises CUDA there. */
+#include <dirent.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -440,6 +441,43 @@ START_TEST(test_backup_prepared_in_pieces)
 }
 END_TEST
 
+/* Threads of this process named `name` (/proc/self/task/N/comm). */
+static int threads_named(const char *name)
+{
+	int n = 0;
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		char path[300], comm[64] = "";
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (f && fgets(comm, sizeof(comm), f) && strncmp(comm, name, strlen(name)) == 0)
+			n++;
+		if (f)
+			fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/* The synchronize of a pause runs on one thread that lives across pauses
+ * (saver/sync.h), not on a new thread (a new CUDA thread for the driver)
+ * per pause. */
+START_TEST(test_sync_thread_reused)
+{
+	cuda_up();
+	CUdeviceptr w;
+	CU_OK(D.alloc(&w, 4 * MiB));
+	for (int i = 0; i < 5; i++) {
+		ck_assert_int_eq(D.pause(NULL), 0);
+		ck_assert_int_eq(D.resume(NULL), 0);
+		ck_assert_int_eq(threads_named("memsaver-sync"), 1);
+	}
+	CU_OK(D.free(w));
+}
+END_TEST
+
 /* A free waits for the context that owns the region, not the current one:
  * work queued in the owner context runs before the memory goes. */
 START_TEST(test_free_waits_for_owner_context)
@@ -743,6 +781,7 @@ int main(void)
 	tcase_add_test(tc, test_fork_during_pause);
 	tcase_add_loop_test(tc, test_backup_complete_before_unmap, 0, 2);
 	tcase_add_loop_test(tc, test_backup_prepared_in_pieces, 0, 2);
+	tcase_add_test(tc, test_sync_thread_reused);
 	tcase_add_test(tc, test_free_waits_for_owner_context);
 	tcase_add_test(tc, test_free_sync_error);
 	tcase_add_loop_test(tc, test_stale_region_keeps_backup, 0, 2);
