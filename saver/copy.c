@@ -223,13 +223,17 @@ CUresult _msv_copy_wait(void)
 }
 
 /* With MEMSAVER_PREPIN a background thread prepares each backup ahead of
- * the first pause, once the engine has stopped allocating for 1 s:
- * registering holds driver locks, and doing it during start-up slowed the
- * weight load from 0.05 to 1.4 s.  One thread, so that it takes little from
- * the engine; the host memory a pause needs is then committed before it. */
+ * the first pause, while the engine is idle: no allocation for 1 s and no
+ * launch, copy or memset since the thread last looked (1 s before its first
+ * region, during the previous region after that).  Registering holds driver
+ * locks: doing it during start-up slowed the weight load from 0.05 to
+ * 1.4 s, and a launch would wait for it.  One thread, so that it takes
+ * little from the engine; the host memory a pause needs is then committed
+ * before it. */
 #define QUIET_NS 1000000000ull
 
 static atomic_ullong last_alloc_ns;
+_Atomic int _msv_copy_launched;
 
 void _msv_copy_note_alloc(void)
 {
@@ -240,9 +244,11 @@ static void wait_quiet(void)
 {
 	for (;;) {
 		uint64_t idle = _msv_now_ns() - atomic_load(&last_alloc_ns);
-		if (idle >= QUIET_NS)
+		int launched = atomic_exchange(&_msv_copy_launched, 0);
+		if (idle >= QUIET_NS && !launched)
 			return;
-		struct timespec ts = {0, (long)(QUIET_NS - idle)};
+		uint64_t ns = idle >= QUIET_NS ? QUIET_NS : QUIET_NS - idle;
+		struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
 		nanosleep(&ts, NULL);
 	}
 }

@@ -12,6 +12,7 @@
 #define MSV_COPY_H
 
 #include <cuda.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,5 +36,13 @@ CUresult _msv_copy_wait(void);
 void _msv_copy_prepin(CUdeviceptr va);
 /* Called on every allocation: background pinning waits for a quiet moment. */
 void _msv_copy_note_alloc(void);
+/* Called on every launch, copy and memset (one relaxed store): background
+ * pinning runs only while the engine launches nothing, since registering
+ * host memory holds driver locks that a launch would wait for. */
+extern _Atomic int _msv_copy_launched;
+static inline void _msv_copy_note_launch(void)
+{
+	atomic_store_explicit(&_msv_copy_launched, 1, memory_order_relaxed);
+}
 
 #endif

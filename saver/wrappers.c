@@ -587,6 +587,7 @@ static CUresult w_cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp *pr
  * checkpoint (tracer/events.h). */
 #define GATE(call, s, ptsz)                                                  \
 	do {                                                                 \
+		_msv_copy_note_launch();                                     \
 		if (_msv_gate_closed()) {                                    \
 			CUresult g_ = _msv_gate_wait(call, (s), (ptsz));     \
 			if (g_ != CUDA_SUCCESS)                              \

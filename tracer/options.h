@@ -23,9 +23,9 @@ struct msv_options {
 	uint64_t staging_bytes; /* MEMSAVER_STAGING: pinned staging pool for backups */
 	uint64_t chunk_bytes;   /* MEMSAVER_CHUNK: one staged copy */
 	int streams;            /* MEMSAVER_STREAMS: copy streams for backup/restore */
-	int prepin;             /* MEMSAVER_PREPIN: prepare backups in the background once the
-	                           engine has stopped allocating for 1 s (fast first pause; the
-	                           host memory is committed before the first pause) */
+	int prepin;             /* MEMSAVER_PREPIN: prepare backups in the background while the
+	                           engine is idle (saver/copy.c; fast first pause; the host
+	                           memory is committed before the first pause) */
 	int prep_threads;       /* MEMSAVER_PREP_THREADS: threads that prepare backup host memory
 	                           during a first pause (saver/host_backup.h); 0 = the pausing
 	                           thread alone */

@@ -5,7 +5,10 @@
 # says so; the first pause then copies without making host memory, and the
 # resume passes demo-engine's own checks (weights and graph bitwise).  With
 # MEMSAVER_PREPIN=0 nothing is prepared ahead and the first pause makes its
-# backups itself (the log says how), with the same checks passing.
+# backups itself (the log says how), with the same checks passing.  And a
+# decoding engine (launches all the time) gets no preparation while it
+# decodes: registering host memory holds driver locks its launches would
+# wait for; once it stops launching, the preparation runs.
 . "$(dirname "$0")/common.bash"
 
 # scenario NAME PREPIN
@@ -43,3 +46,19 @@ scenario() {
 
 scenario prepared 1
 scenario on_the_spot 0
+
+# busy: decoding for 3 s (--until-file ends the loop); the preparation must
+# not have started meanwhile.
+d=$T/busy
+mkdir -p "$d"
+"$MS" run --log info -p "$ROOT/tools/demo/demo-policy.json" -- "$DEMO" --scale 8 --steps 1000000 \
+	--verify-every 1000000 --until-file "$d/stop" --expect-kv any --json >"$d/out" 2>"$d/err" &
+run=$!
+BGPIDS+=($run)
+wait_for "$d/out" '"phase":"capture_graph"' || fail "busy: demo-engine never reached decode"
+sleep 3
+! grep -q 'prepared in the background' "$d/err" || fail "busy: prepared in the background while the engine decoded"
+touch "$d/stop"
+wait $run || { tail -n 20 "$d/err"; fail "busy: demo-engine failed"; }
+ok "busy: nothing prepared during 3 s of decoding"
+
