@@ -49,6 +49,8 @@ import tempfile
 import threading
 import time
 
+from benchutil import have_gpu
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENGINE = os.path.join(ROOT, "bench/engines/qwen_like.py")
 POLICY = os.path.join(ROOT, "bench/policies/qwen-bench.json")
@@ -82,14 +84,6 @@ LIMITS = {
 
 def emit(**kw):
     print(json.dumps(kw), flush=True)
-
-
-def have_gpu():
-    try:
-        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
-                              timeout=60).stdout.strip().startswith("GPU")
-    except (OSError, subprocess.SubprocessError):
-        return False
 
 
 class Device:

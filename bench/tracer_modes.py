@@ -32,6 +32,8 @@ import json
 import os
 import subprocess
 import sys
+
+from benchutil import have_gpu
 import tempfile
 import time
 
@@ -39,14 +41,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENGINE = os.path.join(ROOT, "bench/engines/qwen_like.py")
 POLICY = os.path.join(ROOT, "bench/policies/qwen-bench.json")
 MODES = {"cupti": [], "interposer": ["--deep-ready"]}
-
-
-def have_gpu():
-    try:
-        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
-                              timeout=60).stdout.strip().startswith("GPU")
-    except (OSError, subprocess.SubprocessError):
-        return False
 
 
 def ctl(ms, pid, *cmd):
