@@ -271,6 +271,12 @@ static size_t prepare_one(CUdeviceptr va)
 		return 0;
 	int pinned = 0;
 	struct msv_host_prep *prep = _msv_host_prep_start(&len, &ctx, 1, 0);
+	unsigned long long need, avail;
+	static int said;
+	if (!prep && _msv_host_shortfall(&need, &avail) && !said++)
+		MSV_WARN("backups not prepared in the background: %llu bytes needed, %llu available above "
+			 "MEMSAVER_HOST_RESERVE; a pause will check again",
+			 need, avail);
 	if (!prep)
 		return 0; /* the pause allocates (or falls back) itself */
 	void *p = _msv_host_prep_buf(prep, 0);

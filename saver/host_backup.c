@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -135,8 +136,49 @@ static void prep_free(struct msv_host_prep *p)
 	free(p);
 }
 
+static __thread unsigned long long short_need, short_avail;
+
+int _msv_host_shortfall(unsigned long long *need, unsigned long long *avail)
+{
+	*need = short_need;
+	*avail = short_avail;
+	return short_need != 0;
+}
+
+/* The host's available memory (/proc/meminfo MemAvailable), or -1. */
+static long long mem_available(void)
+{
+	char line[128];
+	long long kib = -1;
+	FILE *f = fopen("/proc/meminfo", "re");
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %lld kB", &kib) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kib < 0 ? -1 : kib * 1024;
+}
+
+/* Whether `bytes` more can be touched and leave the reserve available. */
+static int fits(unsigned long long bytes)
+{
+	long long have = mem_available();
+	unsigned long long reserve = _msv_options()->host_reserve;
+	short_need = short_avail = 0;
+	if (have < 0 || (unsigned long long)have >= bytes + reserve)
+		return 1;
+	short_need = bytes;
+	short_avail = (unsigned long long)have > reserve ? (unsigned long long)have - reserve : 0;
+	return 0;
+}
+
 struct msv_host_prep *_msv_host_prep_start(const size_t *lens, const CUcontext *ctxs, size_t n, int threads)
 {
+	unsigned long long want = 0;
+	for (size_t i = 0; i < n; i++)
+		want += lens[i] ? host_len(lens[i]) : 0;
+	if (!fits(want))
+		return NULL;
 	struct msv_host_prep *p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;

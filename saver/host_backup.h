@@ -27,7 +27,10 @@ size_t _msv_host_piece(void);
  * registered while ctxs[i] is current, on up to `threads` threads. */
 struct msv_host_prep;
 /* Maps every buffer and starts the threads; NULL when out of host memory
- * (nothing left behind).  With no thread started the caller's thread
+ * (nothing left behind): also when the buffers would leave less than
+ * MEMSAVER_HOST_RESERVE of the host's available memory (MemAvailable), so
+ * that touching them cannot wake the OOM killer in the engine's process
+ * (_msv_host_shortfall says by how much).  With no thread started the caller's thread
  * prepares everything in _msv_host_prep_wait / _end. */
 struct msv_host_prep *_msv_host_prep_start(const size_t *lens, const CUcontext *ctxs, size_t n, int threads);
 /* The buffer of item i (NULL when none was wanted). */
@@ -44,6 +47,11 @@ struct msv_prep_stats {
 	int threads;
 };
 void _msv_host_prep_finish(struct msv_host_prep *p, int *pinned, struct msv_prep_stats *st);
+
+/* The last refusal of _msv_host_prep_start for lack of host memory: the
+ * bytes it needed and the bytes available above the reserve.  0 when the
+ * last call was not refused for that. */
+int _msv_host_shortfall(unsigned long long *need, unsigned long long *avail);
 
 /* Release a buffer made for len bytes (pinned: registered whole). */
 void _msv_host_free(void *buf, size_t len, int pinned);

@@ -9,6 +9,7 @@
 
 #include "copy.h"
 #include "gate.h"
+#include "host_backup.h"
 #include "regions.h"
 #include "sync.h"
 #include "tracer/driver.h"
@@ -232,7 +233,15 @@ int _msv_saver_pause(unsigned mask, char *err, size_t errlen)
 	uint64_t copy_ns = _msv_now_ns() - c0;
 	free(bl);
 	if (cr != CUDA_SUCCESS) {
-		snprintf(err, errlen, "pause: backup copy failed: %s; nothing was released", _msv_cu_error(cr));
+		unsigned long long need, avail;
+		if (cr == CUDA_ERROR_OUT_OF_MEMORY && _msv_host_shortfall(&need, &avail))
+			snprintf(err, errlen,
+				 "pause: the backups need %llu bytes of host memory and %llu are available above "
+				 "MEMSAVER_HOST_RESERVE (%llu); nothing was released",
+				 need, avail, (unsigned long long)_msv_options()->host_reserve);
+		else
+			snprintf(err, errlen, "pause: backup copy failed: %s; nothing was released",
+				 _msv_cu_error(cr));
 		rc = -EIO;
 		record(MSV_REC_PAUSE, mask, 0, _msv_now_ns() - t0, 0, 0, copy_ns, 0);
 		goto out;

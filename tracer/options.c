@@ -34,6 +34,7 @@ static const struct opt {
 	{"MEMSAVER_STREAMS", INT, "4", OPT(streams)},
 	{"MEMSAVER_PREPIN", BOOL, "1", OPT(prepin)},
 	{"MEMSAVER_PREP_THREADS", INT, "16", OPT(prep_threads)},
+	{"MEMSAVER_HOST_RESERVE", SIZE, "1GiB", OPT(host_reserve)},
 	{"MEMSAVER_PAUSE_TIMEOUT", INT, "30", OPT(pause_timeout)},
 	{"MEMSAVER_GATE_TIMEOUT", INT, "600", OPT(gate_timeout)},
 	{"MEMSAVER_SKIP_UNCHANGED", BOOL, "1", OPT(skip_unchanged)},

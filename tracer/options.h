@@ -29,6 +29,9 @@ struct msv_options {
 	int prep_threads;       /* MEMSAVER_PREP_THREADS: threads that prepare backup host memory
 	                           during a first pause (saver/host_backup.h); 0 = the pausing
 	                           thread alone */
+	uint64_t host_reserve;  /* MEMSAVER_HOST_RESERVE: host memory (MemAvailable) backups must
+	                           leave free; a pause that would go below refuses, releasing
+	                           nothing (saver/host_backup.h) */
 	int skip_unchanged;     /* MEMSAVER_SKIP_UNCHANGED: a pause copies only backup chunks whose
 	                           GPU digest changed since the last backup */
 	int pause_timeout;      /* MEMSAVER_PAUSE_TIMEOUT: seconds a pause waits for the GPU work

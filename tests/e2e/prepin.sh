@@ -8,7 +8,10 @@
 # backups itself (the log says how), with the same checks passing.  And a
 # decoding engine (launches all the time) gets no preparation while it
 # decodes: registering host memory holds driver locks its launches would
-# wait for; once it stops launching, the preparation runs.
+# wait for; once it stops launching, the preparation runs.  Without room on
+# the host (MEMSAVER_HOST_RESERVE above what is available) nothing is
+# prepared, and a pause refuses, naming the bytes, releasing nothing; the
+# engine goes on and its checks pass.
 . "$(dirname "$0")/common.bash"
 
 # scenario NAME PREPIN
@@ -62,3 +65,27 @@ touch "$d/stop"
 wait $run || { tail -n 20 "$d/err"; fail "busy: demo-engine failed"; }
 ok "busy: nothing prepared during 3 s of decoding"
 
+
+# no room: the reserve is larger than any host's memory.
+d=$T/noroom
+mkdir -p "$d"
+MEMSAVER_HOST_RESERVE=1024TiB "$MS" run --log info -p "$ROOT/tools/demo/demo-policy.json" -- \
+	"$DEMO" --scale 32 --steps 4 --hold-at 2 --hold-file "$d/go" --hold-timeout 60 \
+	--expect-kv any --expect-workspace any --json >"$d/out" 2>"$d/err" &
+run=$!
+BGPIDS+=($run)
+wait_for "$d/out" 'holding at step' || fail "no room: demo-engine never held"
+pid=$(held_pid "$d/out")
+wait_for "$d/err" 'backups not prepared in the background: [0-9]+ bytes needed' 30 ||
+	fail "no room: the background preparation did not say why it stopped"
+if "$MS" ctl --pid "$pid" pause >"$d/pause.out" 2>&1; then
+	cat "$d/pause.out"; fail "no room: the pause succeeded"
+fi
+grep -qE 'the backups need [0-9]+ bytes of host memory and [0-9]+ are available above MEMSAVER_HOST_RESERVE' "$d/pause.out" ||
+	{ cat "$d/pause.out"; fail "no room: the refusal does not name the bytes"; }
+"$MS" ctl --pid "$pid" status >"$d/st.json" || fail "no room: status"
+py 'import json,sys; s=json.load(open(sys.argv[1])); assert not s["paused"], s["paused"]; assert all(c["released_bytes"] == 0 for c in s["categories"].values()), s["categories"]' "$d/st.json" ||
+	fail "no room: something was released"
+touch "$d/go"
+wait $run || { tail -n 20 "$d/err"; fail "no room: demo-engine failed its checks"; }
+ok "no room: nothing prepared, the pause refused naming the bytes, nothing released, checks passed"
