@@ -142,7 +142,8 @@ int _msv_host_shortfall(unsigned long long *need, unsigned long long *avail)
 {
 	*need = short_need;
 	*avail = short_avail;
-	return short_need != 0;
+	short_need = short_avail = 0;
+	return *need != 0;
 }
 
 /* The host's available memory (/proc/meminfo MemAvailable), or -1. */

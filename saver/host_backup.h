@@ -48,9 +48,9 @@ struct msv_prep_stats {
 };
 void _msv_host_prep_finish(struct msv_host_prep *p, int *pinned, struct msv_prep_stats *st);
 
-/* The last refusal of _msv_host_prep_start for lack of host memory: the
- * bytes it needed and the bytes available above the reserve.  0 when the
- * last call was not refused for that. */
+/* The last refusal of _msv_host_prep_start on this thread for lack of host
+ * memory: the bytes it needed and the bytes available above the reserve.
+ * 0 when it was not refused for that.  Reading clears it. */
 int _msv_host_shortfall(unsigned long long *need, unsigned long long *avail);
 
 /* Release a buffer made for len bytes (pinned: registered whole). */
