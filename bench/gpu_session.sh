@@ -6,7 +6,8 @@
 # single (bench engine parity, mixed segments), rss (driver host memory over
 # VMM cycles), attach (memsaver attach), tms (torch_memory_saver drop-in),
 # deep (deep pause), residue, expandable, soak (1000 cycles: do resources stay
-# flat).  usage: bench/gpu_session.sh PART...
+# flat), modes (the tracer with and without CUPTI), speed (host memory for
+# backups, skipping unchanged chunks), mixed.  usage: bench/gpu_session.sh PART...
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/gpu-out}
