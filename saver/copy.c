@@ -335,8 +335,37 @@ static void *pinner(void *arg)
 	return NULL;
 }
 
+/* A child of fork has no pinner, and the queue lock may have been held
+ * by a thread that does not exist there: every wrapped allocation of the
+ * child would wait for it.  The child starts afresh. */
+static void q_prepare(void)
+{
+	pthread_mutex_lock(&q_lock);
+}
+
+static void q_parent(void)
+{
+	pthread_mutex_unlock(&q_lock);
+}
+
+static void q_child(void)
+{
+	pthread_mutex_init(&q_lock, NULL);
+	pthread_cond_init(&q_cond, NULL);
+	q_head = q_tail = 0;
+	worker_started = 0;
+}
+
+static pthread_once_t q_fork_once = PTHREAD_ONCE_INIT;
+
+static void q_register_fork(void)
+{
+	pthread_atfork(q_prepare, q_parent, q_child);
+}
+
 void _msv_copy_prepin(CUdeviceptr va)
 {
+	pthread_once(&q_fork_once, q_register_fork);
 	pthread_mutex_lock(&q_lock);
 	if (!worker_started) {
 		pthread_t t;
