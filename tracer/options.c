@@ -29,7 +29,6 @@ static const struct opt {
 	{"MEMSAVER_CONTROL", BOOL, "1", OPT(control)},
 	{"MEMSAVER_PYTHON_FRAMES", BOOL, "1", OPT(python_frames)},
 	{"MEMSAVER_PYTHON_DEPTH", INT, "8", OPT(python_depth)},
-	{"MEMSAVER_STAGING", SIZE, "256MiB", OPT(staging_bytes)},
 	{"MEMSAVER_CHUNK", SIZE, "16MiB", OPT(chunk_bytes)},
 	{"MEMSAVER_STREAMS", INT, "4", OPT(streams)},
 	{"MEMSAVER_PREPIN", BOOL, "1", OPT(prepin)},

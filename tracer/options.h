@@ -20,7 +20,6 @@ struct msv_options {
 	int control;          /* MEMSAVER_CONTROL: serve the control socket */
 	int python_frames;    /* MEMSAVER_PYTHON_FRAMES: read Python frames per allocation */
 	int python_depth;     /* MEMSAVER_PYTHON_DEPTH: frames kept per allocation */
-	uint64_t staging_bytes; /* MEMSAVER_STAGING: pinned staging pool for backups */
 	uint64_t chunk_bytes;   /* MEMSAVER_CHUNK: one staged copy */
 	int streams;            /* MEMSAVER_STREAMS: copy streams for backup/restore */
 	int prepin;             /* MEMSAVER_PREPIN: prepare backups in the background while the
