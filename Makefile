@@ -32,6 +32,7 @@ CORE_SRCS := \
 	tracer/log.c \
 	tracer/options.c \
 	tracer/policy.c \
+	tracer/proc_cmdline.c \
 	tracer/trace_writer.c \
 	saver/control_path.c \
 	saver/state.c

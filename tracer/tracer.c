@@ -1,7 +1,6 @@
 #include "tracer.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -15,6 +14,7 @@
 #include "driver.h"
 #include "log.h"
 #include "options.h"
+#include "proc_cmdline.h"
 #include "pyframes.h"
 #include "readings.h"
 #include "thread.h"
@@ -72,24 +72,6 @@ static void meta_num(int key, uint64_t v)
 {
 	struct msv_rec r = {.type = MSV_REC_META, .api = (uint8_t)key, .size = v};
 	_msv_trace_append(T.log, &r);
-}
-
-static void read_cmdline(char *buf, size_t len)
-{
-	int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, buf, len - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0) {
-		snprintf(buf, len, "%s", program_invocation_name);
-		return;
-	}
-	for (ssize_t i = 0; i < n; i++)
-		if (buf[i] == '\0')
-			buf[i] = ' ';
-	while (n > 0 && buf[n - 1] == ' ')
-		n--;
-	buf[n] = '\0';
 }
 
 /* The rank of a distributed engine, from the launchers' usual variables. */
@@ -150,7 +132,8 @@ int _msv_tracer_init(void)
 		goto out;
 	}
 	char cmd[2048], host[256] = "";
-	read_cmdline(cmd, sizeof(cmd));
+	if (!_msv_proc_cmdline(0, cmd, sizeof(cmd)))
+		snprintf(cmd, sizeof(cmd), "%s", program_invocation_name);
 	gethostname(host, sizeof(host) - 1);
 	meta_str(MSV_META_CMDLINE, cmd);
 	meta_str(MSV_META_HOSTNAME, host);

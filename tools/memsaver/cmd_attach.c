@@ -85,6 +85,7 @@ int _msv_cmd_attach(int argc, char **argv)
 #include "tracer/nvml_abi.h"
 #include "tracer/options.h"
 #include "tracer/policy.h"
+#include "tracer/proc_cmdline.h"
 #include "tracer/trace_writer.h"
 
 /* ---- NVML, read from this process about the target ------------------- */
@@ -558,24 +559,6 @@ static int find_libcuda(int pid, char *out, size_t len)
 	return rc;
 }
 
-static void read_cmdline(int pid, char *buf, size_t len)
-{
-	char p[64];
-	snprintf(p, sizeof(p), "/proc/%d/cmdline", pid);
-	int fd = open(p, O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, buf, len - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	if (n < 0)
-		n = 0;
-	for (ssize_t i = 0; i < n; i++)
-		if (buf[i] == '\0')
-			buf[i] = ' ';
-	while (n > 0 && buf[n - 1] == ' ')
-		n--;
-	buf[n] = '\0';
-}
-
 /* Gone or a zombie: a zombie still answers kill(pid, 0). */
 static int target_alive(int pid)
 {
@@ -678,7 +661,7 @@ static int attach(struct session *s, const char *lib, double duration, const cha
 	s->nvml_sees = rd.proc != MSV_NO_VALUE;
 	s->dev = rd.dev;
 	char cmd[2048], host[256] = "";
-	read_cmdline(s->pid, cmd, sizeof(cmd));
+	_msv_proc_cmdline(s->pid, cmd, sizeof(cmd));
 	gethostname(host, sizeof(host) - 1);
 	meta_str(s, MSV_META_CMDLINE, cmd);
 	meta_str(s, MSV_META_HOSTNAME, host);

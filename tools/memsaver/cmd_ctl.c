@@ -5,7 +5,6 @@
  * real server in a temporary directory. */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
@@ -27,6 +26,7 @@
 #include "tracer/categories.h"
 #include "tracer/log.h"
 #include "tracer/options.h"
+#include "tracer/proc_cmdline.h"
 
 #define CTL_SLOW_TIMEOUT_MS (600 * 1000) /* pause/resume: backups of tens of GiB */
 #define CTL_FAST_TIMEOUT_MS (10 * 1000)
@@ -335,24 +335,12 @@ cleanup:
 	return rc;
 }
 
+/* A listing's command line: "?" when unreadable, long ones cut at 100. */
 static void ctl_cmdline(int pid, char *out, size_t len)
 {
-	char p[64];
-	snprintf(p, sizeof(p), "/proc/%d/cmdline", pid);
-	int fd = open(p, O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, out, len - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0) {
+	size_t n = _msv_proc_cmdline(pid, out, len);
+	if (!n)
 		snprintf(out, len, "?");
-		return;
-	}
-	while (n > 0 && out[n - 1] == '\0')
-		n--;
-	for (ssize_t i = 0; i < n; i++)
-		if (out[i] == '\0')
-			out[i] = ' ';
-	out[n] = '\0';
 	if (n > 100)
 		strcpy(out + 96, " ...");
 }
