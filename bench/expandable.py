@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 
+from benchutil import json_lines, nvml_used
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENGINE = os.path.join(ROOT, "bench/engines/qwen_like.py")
 POLICY = os.path.join(ROOT, "bench/policies/qwen-bench.json")
@@ -47,27 +49,6 @@ print(json.dumps({"us_per_page": dt / (rounds * pages) * 1e6}))
 
 def emit(**kw):
     print(json.dumps(kw), flush=True)
-
-
-def json_lines(text):
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
-
-
-def nvml_used():
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-        return pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).used
-    except Exception:  # noqa: BLE001 - a reading is optional
-        return None
 
 
 def ctl(ms, pid, *cmd):

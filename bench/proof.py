@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 
+from benchutil import json_lines, nvml_used
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENGINE = os.path.join(ROOT, "bench/engines/qwen_like.py")
 POLICY = os.path.join(ROOT, "bench/policies/qwen-bench.json")
@@ -25,34 +27,12 @@ def emit(**kw):
     print(json.dumps(kw), flush=True)
 
 
-def nvml_used():
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-        h = pynvml.nvmlDeviceGetHandleByIndex(0)
-        return pynvml.nvmlDeviceGetMemoryInfo(h).used
-    except Exception:  # noqa: BLE001 - a reading is optional
-        return None
-
-
 def device_name():
     try:
         return subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
                               capture_output=True, text=True, timeout=30).stdout.strip()
     except Exception:  # noqa: BLE001
         return "unknown"
-
-
-def json_lines(text):
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
 
 
 def run_plain(args, extra, log):
