@@ -66,3 +66,15 @@ usr2_reading() {
 	done
 	demo_reading "$1" held
 }
+
+# nvml_used: device-wide used bytes through the fake NVML (FAKECUDA_DEVICE_DIR
+# shares one device), from a process with no CUDA.
+nvml_used() {
+	py 'import ctypes, sys
+n = ctypes.CDLL(sys.argv[1] + "/libnvidia-ml.so.1")
+class M(ctypes.Structure): _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
+h = ctypes.c_void_p(); m = M()
+assert n.nvmlInit_v2() == 0 and n.nvmlDeviceGetHandleByIndex_v2(0, ctypes.byref(h)) == 0
+assert n.nvmlDeviceGetMemoryInfo(h, ctypes.byref(m)) == 0
+print(m.used)' "$FAKE"
+}

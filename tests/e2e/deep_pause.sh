@@ -24,17 +24,6 @@
 export FAKECUDA_DEVICE_DIR=$T/dev FAKECUDA_TOTAL_BYTES=8GiB
 mkdir -p "$FAKECUDA_DEVICE_DIR"
 
-# Device-wide used bytes through the fake NVML, from a process with no CUDA.
-nvml_used() {
-	py 'import ctypes, sys
-n = ctypes.CDLL(sys.argv[1] + "/libnvidia-ml.so.1")
-class M(ctypes.Structure): _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
-h = ctypes.c_void_p(); m = M()
-assert n.nvmlInit_v2() == 0 and n.nvmlDeviceGetHandleByIndex_v2(0, ctypes.byref(h)) == 0
-assert n.nvmlDeviceGetMemoryInfo(h, ctypes.byref(m)) == 0
-print(m.used)' "$FAKE"
-}
-
 # status_field PID KEY: one field of `ctl status` (stderr to $T/status.err).
 status_field() {
 	"$MS" ctl --pid "$1" status 2>"$T/status.err" | py 'import json,sys; v=json.load(sys.stdin).get(sys.argv[1]); print(v if v is not None else "")' "$2"

@@ -9,15 +9,6 @@
 export FAKECUDA_DEVICE_DIR=$T/dev FAKECUDA_TOTAL_BYTES=8GiB
 mkdir -p "$FAKECUDA_DEVICE_DIR"
 
-nvml_used() {
-	py 'import ctypes, sys
-n = ctypes.CDLL(sys.argv[1] + "/libnvidia-ml.so.1")
-class M(ctypes.Structure): _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
-h = ctypes.c_void_p(); m = M()
-assert n.nvmlInit_v2() == 0 and n.nvmlDeviceGetHandleByIndex_v2(0, ctypes.byref(h)) == 0
-assert n.nvmlDeviceGetMemoryInfo(h, ctypes.byref(m)) == 0
-print(m.used)' "$FAKE"
-}
 states() {
 	"$MS" ctl --all --session "run-$run" status 2>/dev/null | py 'import json,sys
 s = json.load(sys.stdin); print(" ".join(s[k]["state"] for k in sorted(s)))'
