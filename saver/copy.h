@@ -36,13 +36,16 @@ CUresult _msv_copy_wait(void);
 void _msv_copy_prepin(CUdeviceptr va);
 /* Called on every allocation: background pinning waits for a quiet moment. */
 void _msv_copy_note_alloc(void);
-/* Called on every launch, copy and memset (one relaxed store): background
- * pinning runs only while the engine launches nothing, since registering
- * host memory holds driver locks that a launch would wait for. */
+/* Called on every launch, copy and memset: background pinning runs only
+ * while the engine launches nothing, since registering host memory holds
+ * driver locks that a launch would wait for.  A relaxed load; the store
+ * only when the pinner has cleared the flag, so a decoding engine's
+ * launches leave the cache line shared. */
 extern _Atomic int _msv_copy_launched;
 static inline void _msv_copy_note_launch(void)
 {
-	atomic_store_explicit(&_msv_copy_launched, 1, memory_order_relaxed);
+	if (!atomic_load_explicit(&_msv_copy_launched, memory_order_relaxed))
+		atomic_store_explicit(&_msv_copy_launched, 1, memory_order_relaxed);
 }
 
 #endif
