@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <jansson.h>
 #include <poll.h>
 #include <pthread.h>
@@ -488,6 +489,17 @@ static json_t *srv_dispatch(const char *line, size_t len, int *bad)
 	return r;
 }
 
+/* The whole process's malloc'd bytes: at debug level each request says how
+ * far it moved them, which tells a leak of the pause/resume path (memsaver,
+ * the driver, CUPTI) from one of the engine's own work (bench/soak.py). */
+static size_t heap_in_use(void)
+{
+	if (!_msv_log_enabled(MSV_LOG_DEBUG))
+		return 0;
+	struct mallinfo2 m = mallinfo2();
+	return m.uordblks + m.hblkhd;
+}
+
 /* Serve requests on one connection until the client closes it, stalls, or
  * sends something that is not a request.  buf holds
  * MSV_CONTROL_MAX_REQUEST + 1 bytes: a longest request and its newline. */
@@ -562,7 +574,11 @@ static void srv_client(int c, char *buf)
 			blank = buf[i] == ' ' || buf[i] == '\t';
 		if (!blank) {
 			int bad;
+			size_t heap0 = heap_in_use();
 			srv_reply(c, srv_dispatch(buf, len, &bad));
+			if (_msv_log_enabled(MSV_LOG_DEBUG))
+				MSV_DEBUG("control: %.32s: process heap in use %+lld bytes", buf,
+					  (long long)heap_in_use() - (long long)heap0);
 			/* A client that sends garbage is not talking our protocol:
 			 * answer once and hang up rather than guess at line breaks. */
 			if (bad)
