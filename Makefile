@@ -60,11 +60,13 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 FAKE_TEST_BINS := $(patsubst tests/fakecuda/%.c,$(BUILD)/tests/fakecuda_%,$(FAKE_TEST_SRCS))
 PRELOAD_TEST_BINS := $(patsubst tests/preload/%.c,$(BUILD)/tests/preload_%,$(PRELOAD_TEST_SRCS))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bin/bench-%,$(wildcard bench/*.c))
+# Injection libraries of the benchmarks (CUDA_INJECTION64_PATH), linked to the real CUPTI.
+BENCH_INJECT := $(patsubst bench/inject/%.c,$(BUILD)/lib/bench-%.so,$(wildcard bench/inject/*.c))
 
 .PHONY: all test demo gpu-test bench install clean sanitize deps deps-test help FORCE
 # Keep objects of test and bench programs (make would delete them as intermediates).
 .SECONDARY:
-all: $(LIB) $(CLI) $(DEMO) $(FAKE_DRIVER) $(FAKE_CUPTI) $(FAKE_NVML) $(BUILD)/memsaver.pc $(BENCH_BINS)
+all: $(LIB) $(CLI) $(DEMO) $(FAKE_DRIVER) $(FAKE_CUPTI) $(FAKE_NVML) $(BUILD)/memsaver.pc $(BENCH_BINS) $(BENCH_INJECT)
 
 # ---- memsaver attach (BPF uprobes; tracer/bpf/) ---------------------------
 # Built only when clang, bpftool, libbpf-dev (libbpf.a), libelf.a, libz.a and
@@ -178,6 +180,11 @@ $(BUILD)/bin/bench-%: $(BUILD)/obj/bench/%.o
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(SAN) -o $@ $^ -ldl -lpthread -lm
+
+$(BUILD)/lib/bench-%.so: bench/inject/%.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -shared -o $@ $< -L$(CUDA_HOME)/lib64 -l:libcupti.so.13
 
 $(FAKE_DRIVER): $(call obj,$(FAKE_DRIVER_SRCS))
 	@mkdir -p $(dir $@)

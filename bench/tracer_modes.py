@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """What the report loses when the tracer runs without CUPTI (issue 19).
 
-`memsaver run --deep-ready` never subscribes to CUPTI (the driver refuses to
-checkpoint a process that ever did), so the tracer works from its interposer
-alone.  This runs the bench engine (bench/engines/qwen_like.py, policy
+`memsaver run` traces from its interposer alone unless --cupti adds the CUPTI
+subscriber (off by default: the driver refuses to checkpoint a process that
+ever subscribed, and the subscription grows the host's memory).  This runs the bench engine (bench/engines/qwen_like.py, policy
 bench/policies/qwen-bench.json: weights, KV pool, workspace, CUDA graphs,
-cuBLAS) twice, once under a plain `memsaver run` (CUPTI and interposer) and
-once under `memsaver run --deep-ready` (interposer only).  Each run holds after
+cuBLAS) twice, once under `memsaver run --cupti` (CUPTI and interposer) and
+once under a plain `memsaver run` (interposer only).  Each run holds after
 warm-up; `memsaver ctl pause` pauses it, `ctl report` writes the report while
 paused, `ctl resume` resumes it and the engine checks parity.
 
@@ -40,7 +40,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENGINE = os.path.join(ROOT, "bench/engines/qwen_like.py")
 POLICY = os.path.join(ROOT, "bench/policies/qwen-bench.json")
-MODES = {"cupti": [], "interposer": ["--deep-ready"]}
+MODES = {"cupti": ["--cupti"], "interposer": []}
 
 
 def ctl(ms, pid, *cmd):

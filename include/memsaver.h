@@ -38,7 +38,7 @@ int msv_resume(const char *categories);
  * process, so this runs `memsaver ctl pause --deep` on this process
  * ($MEMSAVER_BIN, else bin/memsaver beside lib/libmemsaver.so) and waits
  * for it; the control socket must be on (MEMSAVER_CONTROL, the default).
- * Needs `memsaver run --deep-ready`.  On success every CUDA call of the
+ * Not for an engine started with `memsaver run --cupti`.  On success every CUDA call of the
  * process blocks until msv_resume (from any thread) or `memsaver ctl
  * resume`; do not call it from a CUDA callback or host function (the
  * driver's lock waits for that call).  On failure the process may be

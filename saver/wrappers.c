@@ -433,7 +433,7 @@ static CUresult w_cuDevicePrimaryCtxRetain(CUcontext *ctx, CUdevice dev)
 }
 
 /* The events CUPTI's RESOURCE domain reports, seen where the interposer can
- * see them, so that a run without CUPTI (--deep-ready) records the same:
+ * see them, so that a run without CUPTI (the default) records the same:
  * context creation, explicit module and library loads, stream creation.
  * The RESOURCE callbacks they cause come under the busy count and are
  * ignored (tracer/cupti.c). */

@@ -24,7 +24,7 @@ static const struct opt {
 	{"MEMSAVER_REPORT", STR, "", OPT(report)},
 	{"MEMSAVER_SOCKET_DIR", STR, "", OPT(socket_dir)},
 	{"MEMSAVER_SESSION", STR, "", OPT(session)},
-	{"MEMSAVER_CUPTI", BOOL, "1", OPT(cupti)},
+	{"MEMSAVER_CUPTI", BOOL, "0", OPT(cupti)},
 	{"MEMSAVER_REDIRECT", BOOL, "1", OPT(redirect)},
 	{"MEMSAVER_CONTROL", BOOL, "1", OPT(control)},
 	{"MEMSAVER_PYTHON_FRAMES", BOOL, "1", OPT(python_frames)},

@@ -36,7 +36,7 @@ C
 cc -std=gnu11 -Wall -Wextra -Werror -shared -fPIC -I"$CUDA_HOME/include" -o "$T/holder.so" "$T/holder.c" -ldl ||
 	fail "building the holder tool"
 
-HOLDER_NEXT=$B/lib/libmemsaver.so "$MS" run -p "$ROOT/tools/demo/demo-policy.json" --trace "$T/t.trace" -- \
+HOLDER_NEXT=$B/lib/libmemsaver.so "$MS" run --cupti -p "$ROOT/tools/demo/demo-policy.json" --trace "$T/t.trace" -- \
 	env CUDA_INJECTION64_PATH="$T/holder.so" "$DEMO" --scale 16 --steps 2 >"$T/out" 2>"$T/err"
 rc=$?
 cat "$T/err"

@@ -19,7 +19,7 @@
 #   5. A policy with "residue": "checkpoint": a plain `ctl pause` is deep;
 #      the report has the deep pause (residue by source, nothing left
 #      after the checkpoint); MEMSAVER_LOG=debug shows resume's steps.
-#      Without --deep-ready the same policy pauses normally, saying why.
+#      Under --cupti the same policy pauses normally, saying why.
 . "$(dirname "$0")/common.bash"
 export FAKECUDA_DEVICE_DIR=$T/dev FAKECUDA_TOTAL_BYTES=8GiB
 mkdir -p "$FAKECUDA_DEVICE_DIR"
@@ -99,10 +99,10 @@ ok "resume restored, unlocked and resumed; demo-engine's checks pass"
 
 # ---- 2. CUPTI subscribed: refused, paused normally -------------------------
 d=$T/cupti
-start_demo "$d"
+start_demo "$d" --cupti
 "$MS" ctl --pid "$PID" pause --deep >"$d/p.out" 2>&1 && fail "deep pause of a CUPTI process succeeded"
 cat "$d/p.out"
-grep -q "deep pause refused: pid $PID subscribed to CUPTI.*801.*--deep-ready.; paused normally instead" "$d/p.out" || fail "CUPTI refusal does not say why and what to do"
+grep -q "deep pause refused: pid $PID subscribed to CUPTI.*801.*without --cupti; paused normally instead" "$d/p.out" || fail "CUPTI refusal does not say why and what to do"
 [ "$(status_field "$PID" state)" = paused ] || fail "not normally paused after the refusal"
 "$MS" ctl --pid "$PID" resume >/dev/null 2>&1 || fail "resume after the CUPTI refusal"
 finish_demo "$d"
@@ -179,10 +179,10 @@ finish_demo "$d"
 ok "residue checkpoint: a plain ctl pause is deep; the report shows the residue and 0 B left; debug shows resume's steps"
 
 d=$T/policy-cupti
-start_demo "$d"
+start_demo "$d" --cupti
 "$MS" ctl --pid "$PID" pause >"$d/p.out" 2>&1 && fail "a policy deep pause of a CUPTI engine exited 0"
-grep -q "deep pause (the policy's \"residue\": \"checkpoint\") refused: pid $PID subscribed to CUPTI.*--deep-ready.; paused normally instead" "$d/p.out" || { cat "$d/p.out"; fail "the policy's refusal line"; }
+grep -q "deep pause (the policy's \"residue\": \"checkpoint\") refused: pid $PID subscribed to CUPTI.*without --cupti; paused normally instead" "$d/p.out" || { cat "$d/p.out"; fail "the policy's refusal line"; }
 [ "$(status_field "$PID" state)" = paused ] || fail "not normally paused after the policy's refusal"
 "$MS" ctl --pid "$PID" resume >/dev/null 2>&1 || fail "resume after the policy's refusal"
 finish_demo "$d"
-ok "residue checkpoint without --deep-ready: paused normally, one line says why"
+ok "residue checkpoint under --cupti: paused normally, one line says why"

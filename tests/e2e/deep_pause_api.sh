@@ -4,7 +4,7 @@
 # on its own pid and waits; the checkpoint empties the device to the
 # baseline; pause and snapshot are refused while deep; resume() restores
 # through the CLI and the device contents written before are intact.  Also:
-# without --deep-ready the error says why and the process is normally
+# under `memsaver run --cupti` the error says why and the process is normally
 # paused; MEMSAVER_BIN pointing nowhere is a sentence, not a hang.
 # Exit 77 when python3 is missing.
 . "$(dirname "$0")/common.bash"
@@ -89,9 +89,9 @@ run_engine deep --deep-ready || { cat "$T/deep.out"; fail "deep pause and resume
 cat "$T/deep.out" | grep '^ok:'
 ok "msv_pause_deep / resume through the Python module"
 
-run_engine cupti || { cat "$T/cupti.out"; fail "deep pause of a CUPTI process from the API"; }
+run_engine cupti --cupti || { cat "$T/cupti.out"; fail "deep pause of a CUPTI process from the API"; }
 grep '^ok:' "$T/cupti.out"
-ok "without --deep-ready: the reason, normally paused, resume works"
+ok "under --cupti: the reason, normally paused, resume works"
 
 run_engine nobin --deep-ready || { cat "$T/nobin.out"; fail "MEMSAVER_BIN pointing nowhere"; }
 grep '^ok:' "$T/nobin.out"

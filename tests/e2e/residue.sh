@@ -51,5 +51,5 @@ if errs:
 	ok "$tag: graph_exec $exec_bytes bytes at the instantiation, intervals 0, unattributed 0"
 }
 
-check cupti 6291456
+check cupti 6291456 --cupti
 check interposer 4194304 --no-cupti

@@ -1,7 +1,7 @@
 #!/bin/bash
-# Issue 19 on the fake driver: a run that may be deep-paused traces without
-# CUPTI (--deep-ready / --no-cupti), from the interposer alone.  The same
-# workload runs in both modes and the reports must agree: the bytes of every
+# Issue 19 on the fake driver: `memsaver run` traces from the interposer
+# alone unless --cupti adds the CUPTI subscriber.  The same workload runs in
+# both modes and the reports must agree: the bytes of every
 # category, and the bytes of every source of the unreclaimed memory.  The
 # workload reaches the driver as libcudart does (cuGetProcAddress_v2) and
 # makes every event CUPTI reports: a context by cuCtxCreate, explicit module
@@ -107,8 +107,8 @@ run_mode() { # tag, memsaver run options...
 		{ cat "$T/$tag.aerr"; fail "$tag: analyze failed"; }
 	"$MS" report "$T/$tag.json" >"$T/$tag.txt" || fail "$tag: report failed"
 }
-run_mode cupti
-run_mode interposer --deep-ready
+run_mode cupti --cupti
+run_mode interposer
 grep -q '^tracer: CUPTI and interposer$' "$T/cupti.txt" || { cat "$T/cupti.txt"; fail "cupti: the report does not name its mode"; }
 grep -q '^tracer: interposer only: MEMSAVER_CUPTI=0$' "$T/interposer.txt" ||
 	{ cat "$T/interposer.txt"; fail "interposer: the report does not name its mode"; }

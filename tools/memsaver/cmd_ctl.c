@@ -58,8 +58,8 @@ static const char ctl_usage[] =
 	"                            release the listed categories (default: every\n"
 	"                            category the policy wraps); --deep then has the\n"
 	"                            driver checkpoint the rest, CUDA context included,\n"
-	"                            to host memory (engine started with `memsaver run\n"
-	"                            --deep-ready`; docs/deep-pause.md); a policy with\n"
+	"                            to host memory (not for an engine started with\n"
+	"                            `memsaver run --cupti`; docs/deep-pause.md); a policy with\n"
 	"                            \"residue\": \"checkpoint\" makes every pause deep.\n"
 	"                            With --all:\n"
 	"                            every rank or none.  The engine need not be idle:\n"
@@ -592,10 +592,10 @@ static const char *ctl_deep_refusal(struct deep_rank *r, size_t n, struct msv_ck
 {
 	for (size_t i = 0; i < n; i++) {
 		if (json_is_true(json_object_get(r[i].status, "cupti"))) {
-			snprintf(why, len, "pid %d subscribed to CUPTI (it was started by `memsaver run` "
-					   "without --deep-ready), and the driver refuses to checkpoint a "
-					   "process that ever subscribed (CUDA_ERROR_NOT_SUPPORTED, 801); "
-					   "restart the engine with `memsaver run --deep-ready`",
+			snprintf(why, len, "pid %d subscribed to CUPTI (it was started by `memsaver run "
+					   "--cupti`), and the driver refuses to checkpoint a process that ever "
+					   "subscribed (CUDA_ERROR_NOT_SUPPORTED, 801); restart the engine "
+					   "without --cupti",
 				 r[i].t->pid);
 			return why;
 		}

@@ -34,12 +34,22 @@ static const char usage[] =
 	"  -t, --trace PATH     write the binary event trace here (%p = pid of each process)\n"
 	"  -o, --report PATH    write the JSON report here at exit and after every pause\n"
 	"                       and resume (%p = pid)\n"
-	"      --no-cupti       do not subscribe to CUPTI (trace from the interposer only)\n"
-	"      --deep-ready     let `memsaver ctl pause --deep` checkpoint the engine:\n"
-	"                       --no-cupti (the driver never checkpoints a process that\n"
-	"                       subscribed to CUPTI once), and check that the driver\n"
-	"                       has the process checkpoint (docs/deep-pause.md)\n"
-	"      --no-redirect    observe and report only: never wrap an allocation\n"
+	"      --cupti          also subscribe to CUPTI: a cross-check that records the\n"
+	"                       allocations of code calling the driver without passing\n"
+	"                       memsaver's interposer (flag \"cupti\" in `analyze --dump`).\n"
+	"                       Off by default: the subscription alone makes the host\n"
+	"                       memory grow with the engine's work (2.5 MB per pause/\n"
+	"                       resume cycle of the bench engine on an H200, up to 1.7 GB),\n"
+	"                       slows start-up, and forbids `ctl pause --deep`\n"
+	"                       (docs/tracer.md)\n"
+	"      --no-cupti       trace from the interposer alone (the default, except with\n"
+	"                       --no-redirect: the interposer is then out of the way\n"
+	"                       and CUPTI is the only observer)\n"
+	"      --deep-ready     check at start that the driver has the process checkpoint\n"
+	"                       that `memsaver ctl pause --deep` needs (docs/deep-pause.md);\n"
+	"                       not with --cupti\n"
+	"      --no-redirect    observe and report only: never wrap an allocation; the\n"
+	"                       interposer stays out and CUPTI observes\n"
 	"      --no-python      do not read Python frames per allocation (cheaper)\n"
 	"      --log LEVEL      error, warn (default), info or debug\n"
 	"  -h, --help           this text\n"
@@ -180,11 +190,11 @@ int _msv_cmd_run(int argc, char **argv)
 		{"report", required_argument, 0, 'o'}, {"no-cupti", no_argument, 0, 'C'},
 		{"no-redirect", no_argument, 0, 'R'},  {"no-python", no_argument, 0, 'P'},
 		{"log", required_argument, 0, 'l'},    {"help", no_argument, 0, 'h'},
-		{"deep-ready", no_argument, 0, 'D'},
+		{"deep-ready", no_argument, 0, 'D'},   {"cupti", no_argument, 0, 'U'},
 		{0, 0, 0, 0},
 	};
 	const char *policy = NULL, *trace = NULL, *report = NULL, *log = NULL;
-	int cupti = 1, redirect = 1, python = 1, deep_ready = 0, c;
+	int cupti = -1, redirect = 1, python = 1, deep_ready = 0, c;
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "+p:t:o:h", opts, NULL)) != -1) {
 		switch (c) {
@@ -192,7 +202,8 @@ int _msv_cmd_run(int argc, char **argv)
 		case 't': trace = optarg; break;
 		case 'o': report = optarg; break;
 		case 'C': cupti = 0; break;
-		case 'D': cupti = 0, deep_ready = 1; break;
+		case 'U': cupti = 1; break;
+		case 'D': deep_ready = 1; break;
 		case 'R': redirect = 0; break;
 		case 'P': python = 0; break;
 		case 'l':
@@ -205,6 +216,14 @@ int _msv_cmd_run(int argc, char **argv)
 		case 'h': fputs(usage, stdout); return MSV_EXIT_OK;
 		default: fputs(usage, stderr); return MSV_EXIT_USAGE;
 		}
+	}
+	/* Without the interposer (--no-redirect) CUPTI is the only observer. */
+	if (cupti < 0)
+		cupti = !redirect && !deep_ready;
+	if (cupti && deep_ready) {
+		fprintf(stderr, "memsaver run: --cupti and --deep-ready exclude each other: the driver never "
+				"checkpoints a process that subscribed to CUPTI once\n");
+		return MSV_EXIT_USAGE;
 	}
 	if (optind >= argc) {
 		fprintf(stderr, "memsaver run: no command given (put it after --)\n\n%s", usage);
@@ -255,7 +274,7 @@ int _msv_cmd_run(int argc, char **argv)
 	}
 	if (cupti && find_cupti(cupti_dir, sizeof(cupti_dir)) != 0) {
 		fprintf(stderr, "memsaver run: libcupti.so.13 not found (LD_LIBRARY_PATH, $CUDA_HOME/lib64); "
-				"install the CUDA toolkit's CUPTI or pass --no-cupti to trace from the "
+				"install the CUDA toolkit's CUPTI or leave out --cupti to trace from the "
 				"interposer alone; refusing to start the engine\n");
 		return MSV_EXIT_USAGE;
 	}

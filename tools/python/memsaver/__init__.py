@@ -191,8 +191,8 @@ class MemorySaver:
 
         deep=True then has the driver checkpoint the rest (CUDA context
         included) to host memory, through the `memsaver` CLI run on this
-        process (msv_pause_deep; the engine must run under `memsaver run
-        --deep-ready`).  Until resume(), every CUDA call of the process
+        process (msv_pause_deep; not for an engine started with `memsaver
+        run --cupti`).  Until resume(), every CUDA call of the process
         blocks.  On failure MemsaverError says why; the process may then be
         normally paused."""
         lib = _load()
