@@ -61,7 +61,7 @@ static const char usage[] =
 	"\n"
 	"Overhead: one classification per cudaMalloc (a few microseconds; Python frames\n"
 	"add about 5 us); an atomic load and a branch on kernel launches and copies\n"
-	"(the launch gate; not yet measured on a GPU: bench/gate_cost.py).\n"
+	"(the launch gate: decode by graph replay +0.8% on an H200, docs/saver.md).\n"
 	"\n"
 	"Example:\n"
 	"  $ memsaver run -p tools/policies/sglang.json -o /tmp/r-%p.json -- \\\n"
