@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
 """What an engine thread that keeps calling CUDA sees while the engine is paused
-(issue 12 item 3, issue 16 item 4): a PyTorch process (not the bench engine: a
-1 GiB weight, a matmul and a .item() per call, from a thread that never stops)
-under `memsaver run -p bench/policies/wrap-all.json`, paused from outside with
-`memsaver ctl pause --deep` (mode deep) or `memsaver ctl pause` (mode plain),
-held --hold-s seconds, then resumed.
+(issue 12 item 3, issue 16 item 4), and how long the first pause of an engine
+that never stopped working takes (issue 15): a PyTorch process (not the bench
+engine: --weights-gib of weights, a matmul over the first GiB and a .item() per
+call, from a thread that never stops) under `memsaver run -p
+bench/policies/wrap-all.json`, paused from outside --busy-s seconds after it is
+ready with `memsaver ctl pause --deep` (mode deep) or `memsaver ctl pause` (mode
+plain), held --hold-s seconds, then resumed.
 
 The thread records every call's start and end (CLOCK_MONOTONIC, the clock this
 script reads too) and its result against the one computed before the pause.
 Per mode, one JSON line: how many calls returned while paused (between the
 pause command's return and the resume command's start: want 0), the longest
 call and how it compares with the paused time, wrong results and exceptions
-(want 0), and whether the process exited cleanly.
+(want 0), whether the process exited cleanly, the calls' median and p99 while
+busy (what the background preparation costs them), and memsaver's lines about
+the backups' host memory (MEMSAVER_PREPIN; run once with MEMSAVER_PREPIN=0 in
+the environment to compare).
 
-usage: python3 bench/deep_block.py --build build [--hold-s 2] [--modes deep,plain]
+usage: python3 bench/deep_block.py --build build [--hold-s 2] [--busy-s 1] [--weights-gib 1]
+                                   [--modes deep,plain]
 Exits 77 without a GPU, 1 when a verdict fails.  About 1 minute on an H200.
 """
 import argparse
@@ -31,9 +37,10 @@ POLICY = os.path.join(ROOT, "bench/policies/wrap-all.json")
 
 CHILD = r"""
 import json, os, sys, threading, time, torch
-stop = sys.argv[1]
+stop, gib = sys.argv[1], int(sys.argv[2])
 torch.manual_seed(1)
-w = torch.randn(16384, 16384, device="cuda", dtype=torch.float32) / 128   # 1 GiB
+ws = [torch.randn(16384, 16384, device="cuda", dtype=torch.float32) / 128 for _ in range(gib)]   # 1 GiB each
+w = ws[0]
 x = torch.randn(64, 16384, device="cuda", dtype=torch.float32)
 def call():
     return float((x @ w).sum().item())
@@ -69,20 +76,22 @@ def ctl(ms, pid, *cmd):
     return p.returncode, (p.stdout + p.stderr).strip()[-300:], t0, time.monotonic()
 
 
-def one(ms, mode, hold_s):
+def one(ms, mode, a):
     tmp = tempfile.mkdtemp(prefix="memsaver-deep-block.")
     stop = os.path.join(tmp, "stop")
-    run = [ms, "run"] + (["--deep-ready"] if mode == "deep" else []) + ["-p", POLICY, "--", sys.executable, "-c",
-                                                                        CHILD, stop]
-    p = subprocess.Popen(run, stdout=subprocess.PIPE, stderr=open(os.path.join(tmp, "engine.log"), "w"), text=True)
+    run = ([ms, "run", "--log", "info"] + (["--deep-ready"] if mode == "deep" else []) +
+           ["-p", POLICY, "--", sys.executable, "-c", CHILD, stop, str(a.weights_gib)])
+    log = os.path.join(tmp, "engine.log")
+    p = subprocess.Popen(run, stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
     ready = json.loads(p.stdout.readline() or "{}")
     if ready.get("event") != "ready":
         p.kill()
         return {"bench": "deep_block", "mode": mode, "error": "the child never got ready; see " + tmp}
     pid = ready["pid"]
-    time.sleep(1.0)
+    t_ready = time.monotonic()
+    time.sleep(a.busy_s)
     prc, pout, p0, p1 = ctl(ms, pid, "pause", *(["--deep"] if mode == "deep" else []))
-    time.sleep(hold_s)
+    time.sleep(a.hold_s)
     rrc, rout, r0, r1 = ctl(ms, pid, "resume")
     time.sleep(1.0)
     open(stop, "w").close()
@@ -96,9 +105,13 @@ def one(ms, mode, hold_s):
     calls = done["calls"]
     longest = max(calls, key=lambda c: c[1] - c[0])
     during = [c for c in calls if p1 < c[1] < r0]
-    normal = sorted(c[1] - c[0] for c in calls if c[1] < p0 - 0.2)
+    normal = sorted(c[1] - c[0] for c in calls if t_ready <= c[0] and c[1] < p0)
     row.update(calls=len(calls), returned_while_paused=len(during), wrong=done["wrong"], errors=done["errors"],
+               weights_gib=a.weights_gib, busy_s=a.busy_s, prepin=os.environ.get("MEMSAVER_PREPIN", "default"),
                call_ms_median_before=round(normal[len(normal) // 2] * 1e3, 3) if normal else None,
+               call_ms_p99_before=round(normal[int(len(normal) * 0.99)] * 1e3, 3) if normal else None,
+               backup_lines=[l.split(": ", 2)[-1].strip()[:300] for l in open(log)
+                             if "backups prepared in the background" in l or "made for this pause" in l],
                longest_call_ms=round((longest[1] - longest[0]) * 1e3, 1),
                longest_call_began_ms_before_pause_returned=round((p1 - longest[0]) * 1e3, 1),
                longest_call_ended_ms_after_resume_returned=round((longest[1] - r1) * 1e3, 1))
@@ -111,6 +124,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--hold-s", type=float, default=2.0)
+    ap.add_argument("--busy-s", type=float, default=1.0, help="from ready to the pause")
+    ap.add_argument("--weights-gib", type=int, default=1)
     ap.add_argument("--modes", default="deep,plain")
     a = ap.parse_args()
     if not have_gpu():
@@ -119,7 +134,7 @@ def main():
     ms = os.path.join(a.build, "bin", "memsaver")
     ok = True
     for mode in a.modes.split(","):
-        row = one(ms, mode, a.hold_s)
+        row = one(ms, mode, a)
         emit(**row)
         ok &= bool(row.get("ok"))
     return 0 if ok else 1

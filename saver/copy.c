@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <time.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "digest.h"
 #include "host_backup.h"
@@ -117,33 +118,57 @@ static CUresult run(struct msv_region **list, size_t n, enum dir dir, int wait, 
 	return rc;
 }
 
+/* The buffer touched ahead for r's backup, taken off r; NULL when there is
+ * none, or none of the size the backup needs now (that one is freed).
+ * Locked. */
+static void *take_ahead(struct msv_region *r)
+{
+	void *buf = r->ahead;
+	if (buf && r->ahead_len != r->keep_len) {
+		_msv_host_free(buf, r->ahead_len, 0);
+		buf = NULL;
+	}
+	r->ahead = NULL;
+	return buf;
+}
+
 /* Regions without a backup buffer get one, prepared by several threads
- * while the copies run (saver/host_backup.h).  The buffers are attached
- * at once, so the background pinner leaves them alone, and are
- * registered whole or used pageable.  Locked. */
+ * while the copies run (saver/host_backup.h); a buffer touched ahead is
+ * only registered.  The buffers are attached at once, so the background
+ * pinner leaves them alone, and are registered whole or used pageable.
+ * Locked. */
 static struct msv_host_prep *prepare_backups(struct msv_region **list, size_t n, long *item)
 {
 	size_t *lens = calloc(n ? n : 1, sizeof(*lens));
 	CUcontext *ctxs = calloc(n ? n : 1, sizeof(*ctxs));
+	void **bufs = calloc(n ? n : 1, sizeof(*bufs));
 	struct msv_host_prep *prep = NULL;
 	size_t want = 0;
-	for (size_t i = 0; lens && ctxs && i < n; i++) {
+	for (size_t i = 0; lens && ctxs && bufs && i < n; i++) {
 		item[i] = list[i]->backup ? -1 : (long)want;
 		if (!list[i]->backup) {
 			lens[want] = list[i]->keep_len;
+			bufs[want] = take_ahead(list[i]);
 			ctxs[want++] = list[i]->ctx;
 		}
 	}
-	if (want && lens && ctxs)
-		prep = _msv_host_prep_start(lens, ctxs, want, _msv_options()->prep_threads);
-	for (size_t i = 0; prep && i < n; i++)
-		if (item[i] >= 0) {
+	if (want)
+		prep = _msv_host_prep_start(lens, ctxs, bufs, want, _msv_options()->prep_threads);
+	for (size_t i = 0; want && i < n; i++) {
+		if (item[i] < 0)
+			continue;
+		if (prep) {
 			list[i]->backup = _msv_host_prep_buf(prep, (size_t)item[i]);
 			list[i]->backup_pinned = 0; /* until prep_finish says otherwise */
 			list[i]->backup_len = list[i]->keep_len;
+		} else if (bufs[item[i]]) { /* still the region's: the next try takes it again */
+			list[i]->ahead = bufs[item[i]];
+			list[i]->ahead_len = list[i]->keep_len;
 		}
+	}
 	free(lens);
 	free(ctxs);
+	free(bufs);
 	return prep;
 }
 
@@ -175,10 +200,11 @@ CUresult _msv_copy_out(struct msv_region **list, size_t n, uint64_t *copied, uin
 		/* run() waited for every copy it issued. */
 		struct msv_prep_stats st;
 		_msv_host_prep_finish(prep, pinned, &st);
-		MSV_INFO("backup host memory made for this pause: %.1f MiB by %d threads while copying (summed over "
-			 "them: touch %.1f ms, register %.1f ms); digest %.1f ms, copy %.1f ms",
-			 st.bytes / 1048576.0, st.threads, st.touch_ns / 1e6, st.register_ns / 1e6, (t1 - t0) / 1e6,
-			 (_msv_now_ns() - t1) / 1e6);
+		MSV_INFO("backup host memory made for this pause: %.1f MiB (%.1f MiB of it touched ahead) by %d "
+			 "threads while copying (summed over them: touch %.1f ms, register %.1f ms); digest %.1f ms, "
+			 "copy %.1f ms",
+			 st.bytes / 1048576.0, st.adopted_bytes / 1048576.0, st.threads, st.touch_ns / 1e6,
+			 st.register_ns / 1e6, (t1 - t0) / 1e6, (_msv_now_ns() - t1) / 1e6);
 		_msv_regions_lock();
 		for (size_t i = 0; i < n; i++)
 			if (item[i] >= 0)
@@ -223,13 +249,17 @@ CUresult _msv_copy_wait(void)
 }
 
 /* With MEMSAVER_PREPIN a background thread prepares each backup ahead of
- * the first pause, while the engine is idle: no allocation for 1 s and no
- * launch, copy or memset since the thread last looked (1 s before its first
- * region, during the previous region after that).  Registering holds driver
- * locks: doing it during start-up slowed the weight load from 0.05 to
- * 1.4 s, and a launch would wait for it.  One thread, so that it takes
- * little from the engine; the host memory a pause needs is then committed
- * before it. */
+ * the first pause, in two steps.  Once the engine has allocated nothing for
+ * 1 s (start-up is over), it maps and touches the buffer (the kernel zeroes
+ * the pages: the slow part, no driver call, so the engine's launches go on
+ * beside it).  While the engine is idle besides (no launch, copy or memset
+ * since the thread last looked: 1 s before its first region, during the
+ * previous region after that), it registers the buffer.  Registering holds
+ * driver locks: doing it during start-up slowed the weight load from 0.05
+ * to 1.4 s, and a launch would wait for it.  A pause that comes between the
+ * two registers what was touched, which is the fast part.  One thread, so
+ * that it takes little from the engine; the host memory a pause needs is
+ * then committed before it. */
 #define QUIET_NS 1000000000ull
 
 static atomic_ullong last_alloc_ns;
@@ -240,17 +270,32 @@ void _msv_copy_note_alloc(void)
 	atomic_store(&last_alloc_ns, _msv_now_ns());
 }
 
-static void wait_quiet(void)
+/* No allocation for QUIET_NS. */
+static void wait_settled(void)
 {
 	for (;;) {
 		uint64_t idle = _msv_now_ns() - atomic_load(&last_alloc_ns);
-		int launched = atomic_exchange(&_msv_copy_launched, 0);
-		if (idle >= QUIET_NS && !launched)
+		if (idle >= QUIET_NS)
 			return;
-		uint64_t ns = idle >= QUIET_NS ? QUIET_NS : QUIET_NS - idle;
+		uint64_t ns = QUIET_NS - idle;
 		struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
 		nanosleep(&ts, NULL);
 	}
+}
+
+/* No allocation for QUIET_NS and no launch since the last look: 1, at
+ * once; else 0 after a sleep (until the allocations are QUIET_NS old, or
+ * QUIET_NS for the launches to stop). */
+static int quiet_now(void)
+{
+	uint64_t idle = _msv_now_ns() - atomic_load(&last_alloc_ns);
+	int launched = atomic_exchange(&_msv_copy_launched, 0);
+	if (idle >= QUIET_NS && !launched)
+		return 1;
+	uint64_t ns = idle >= QUIET_NS ? QUIET_NS : QUIET_NS - idle;
+	struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
+	nanosleep(&ts, NULL);
+	return 0;
 }
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
@@ -258,27 +303,63 @@ static CUdeviceptr queue[4096];
 static size_t q_head, q_tail;
 static int worker_started;
 
-/* Prepare the backup of the region at va unless it has one; the bytes
- * attached. */
+static void say_no_room(void)
+{
+	unsigned long long need, avail;
+	static int said;
+	if (_msv_host_shortfall(&need, &avail) && !said++)
+		MSV_WARN("backups not prepared in the background: %llu bytes needed, %llu available above "
+			 "MEMSAVER_HOST_RESERVE; a pause will check again",
+			 need, avail);
+}
+
+/* Touch the host memory of the region at va's backup unless it has a
+ * backup or such memory; attached as r->ahead. */
+static void touch_one(CUdeviceptr va)
+{
+	_msv_regions_lock();
+	struct msv_region *r = _msv_regions_find(va);
+	size_t len = r && r->va == va && !r->backup && !r->ahead ? r->keep_len : 0;
+	_msv_regions_unlock();
+	if (!len)
+		return;
+	void *p = _msv_host_touch(len);
+	if (!p) {
+		say_no_room();
+		return;
+	}
+	_msv_regions_lock();
+	r = _msv_regions_find(va);
+	int used = r && r->va == va && !r->backup && !r->ahead && r->keep_len == len;
+	if (used) {
+		r->ahead = p;
+		r->ahead_len = len;
+	}
+	_msv_regions_unlock();
+	if (!used)
+		_msv_host_free(p, len, 0);
+}
+
+/* Prepare the backup of the region at va unless it has one (registering
+ * what was touched ahead); the bytes attached. */
 static size_t prepare_one(CUdeviceptr va)
 {
 	_msv_regions_lock();
 	struct msv_region *r = _msv_regions_find(va);
 	size_t len = r && r->va == va && !r->backup ? r->keep_len : 0;
 	CUcontext ctx = r ? r->ctx : NULL;
+	/* Off the region while registering: a pause meanwhile makes its own. */
+	void *ahead = len ? take_ahead(r) : NULL;
 	_msv_regions_unlock();
 	if (!len)
 		return 0;
 	int pinned = 0;
-	struct msv_host_prep *prep = _msv_host_prep_start(&len, &ctx, 1, 0);
-	unsigned long long need, avail;
-	static int said;
-	if (!prep && _msv_host_shortfall(&need, &avail) && !said++)
-		MSV_WARN("backups not prepared in the background: %llu bytes needed, %llu available above "
-			 "MEMSAVER_HOST_RESERVE; a pause will check again",
-			 need, avail);
-	if (!prep)
+	struct msv_host_prep *prep = _msv_host_prep_start(&len, &ctx, &ahead, 1, 0);
+	if (!prep) {
+		_msv_host_free(ahead, len, 0);
+		say_no_room();
 		return 0; /* the pause allocates (or falls back) itself */
+	}
 	void *p = _msv_host_prep_buf(prep, 0);
 	struct msv_prep_stats st;
 	_msv_host_prep_finish(prep, &pinned, &st);
@@ -309,28 +390,40 @@ static void *pinner(void *arg)
 	CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
 	if (d->cuThreadExchangeStreamCaptureMode)
 		d->cuThreadExchangeStreamCaptureMode(&mode);
-	size_t regions = 0, bytes = 0;
-	uint64_t t0 = 0;
+	/* pend[0, nt) are touched, pend[nt, np) not yet; registered in order. */
+	static CUdeviceptr pend[4096];
+	size_t np = 0, nt = 0, regions = 0, bytes = 0;
+	uint64_t touch_ns = 0, t_start = 0;
 	for (;;) {
 		pthread_mutex_lock(&q_lock);
-		while (q_head == q_tail)
+		while (q_head == q_tail && !np)
 			pthread_cond_wait(&q_cond, &q_lock);
-		CUdeviceptr va = queue[q_head++ % 4096];
+		while (q_head != q_tail && np < 4096)
+			pend[np++] = queue[q_head++ % 4096];
 		pthread_mutex_unlock(&q_lock);
-		wait_quiet();
-		if (!t0)
-			t0 = _msv_now_ns();
-		size_t got = prepare_one(va);
+		wait_settled();
+		uint64_t t0 = _msv_now_ns();
+		if (!t_start)
+			t_start = t0;
+		for (; nt < np; nt++)
+			touch_one(pend[nt]);
+		touch_ns += _msv_now_ns() - t0;
+		if (!quiet_now())
+			continue; /* new regions are touched meanwhile */
+		size_t got = prepare_one(pend[0]);
+		memmove(pend, pend + 1, --np * sizeof(*pend));
+		nt--;
 		regions += got > 0;
 		bytes += got;
 		pthread_mutex_lock(&q_lock);
-		int drained = q_head == q_tail;
+		int drained = q_head == q_tail && !np;
 		pthread_mutex_unlock(&q_lock);
 		if (drained && regions)
-			MSV_INFO("backups prepared in the background: %zu regions, %.1f MiB in %.1f ms (MEMSAVER_PREPIN)",
-				 regions, bytes / 1048576.0, (_msv_now_ns() - t0) / 1e6);
+			MSV_INFO("backups prepared in the background: %zu regions, %.1f MiB in %.1f ms (touched in %.1f "
+				 "ms, registered when the engine was idle; MEMSAVER_PREPIN)",
+				 regions, bytes / 1048576.0, (_msv_now_ns() - t_start) / 1e6, touch_ns / 1e6);
 		if (drained)
-			regions = bytes = 0, t0 = 0;
+			regions = bytes = 0, touch_ns = t_start = 0;
 	}
 	return NULL;
 }

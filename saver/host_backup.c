@@ -22,6 +22,7 @@ enum piece_state { PENDING, CLAIMED, REGISTERED, PAGEABLE };
 
 struct item {
 	char *buf;
+	int adopted;  /* touched before (_msv_host_touch): the caller's until prep_start succeeds */
 	size_t len;   /* bytes mapped */
 	size_t first; /* its first piece in the flat list */
 	size_t n;     /* its pieces */
@@ -64,8 +65,8 @@ static size_t piece_off(const struct msv_host_prep *p, size_t k, size_t *len)
 }
 
 /* Touch one piece (the kernel zeroes each page at its first write: the
- * slow part, which scales with threads and holds no driver lock), then
- * register it.  Registering from the copying thread alone instead was
+ * slow part, which scales with threads and holds no driver lock; an
+ * adopted buffer was touched before), then register it.  Registering from the copying thread alone instead was
  * measured on the H200: first pause 388 ms against 352 ms. */
 static void prepare(struct msv_host_prep *p, size_t k)
 {
@@ -73,7 +74,7 @@ static void prepare(struct msv_host_prep *p, size_t k)
 	const struct item *it = &p->items[p->owner[k]];
 	size_t len, off = piece_off(p, k, &len);
 	uint64_t t0 = _msv_now_ns();
-	for (size_t b = 0; b < len; b += 4096)
+	for (size_t b = 0; !it->adopted && b < len; b += 4096)
 		((volatile char *)it->buf)[off + b] = 0;
 	uint64_t t1 = _msv_now_ns();
 	CUcontext old;
@@ -124,7 +125,7 @@ static void *worker(void *arg)
 static void unmap_all(struct msv_host_prep *p)
 {
 	for (size_t i = 0; i < p->n; i++)
-		if (p->items[i].buf)
+		if (p->items[i].buf && !p->items[i].adopted)
 			munmap(p->items[i].buf, p->items[i].len);
 }
 
@@ -173,11 +174,33 @@ static int fits(unsigned long long bytes)
 	return 0;
 }
 
-struct msv_host_prep *_msv_host_prep_start(const size_t *lens, const CUcontext *ctxs, size_t n, int threads)
+/* An anonymous mapping of host_len(len) bytes with huge pages asked for. */
+static char *map_host(size_t len)
+{
+	char *buf = mmap(NULL, host_len(len), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			 -1, 0);
+	if (buf == MAP_FAILED)
+		return NULL;
+	madvise(buf, host_len(len), MADV_HUGEPAGE);
+	return buf;
+}
+
+void *_msv_host_touch(size_t len)
+{
+	if (!fits(host_len(len)))
+		return NULL;
+	char *buf = map_host(len);
+	for (size_t b = 0; buf && b < host_len(len); b += 4096)
+		((volatile char *)buf)[b] = 0;
+	return buf;
+}
+
+struct msv_host_prep *_msv_host_prep_start(const size_t *lens, const CUcontext *ctxs, void *const *bufs, size_t n,
+					   int threads)
 {
 	unsigned long long want = 0;
 	for (size_t i = 0; i < n; i++)
-		want += lens[i] ? host_len(lens[i]) : 0;
+		want += lens[i] && !(bufs && bufs[i]) ? host_len(lens[i]) : 0;
 	if (!fits(want))
 		return NULL;
 	struct msv_host_prep *p = calloc(1, sizeof(*p));
@@ -195,15 +218,13 @@ struct msv_host_prep *_msv_host_prep_start(const size_t *lens, const CUcontext *
 		it->first = p->pieces;
 		it->n = (it->len + piece - 1) / piece;
 		p->pieces += it->n;
-		it->buf = mmap(NULL, it->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
-			       0);
-		if (it->buf == MAP_FAILED) {
-			it->buf = NULL;
+		it->adopted = bufs && bufs[i];
+		it->buf = it->adopted ? bufs[i] : map_host(lens[i]);
+		if (!it->buf) {
 			unmap_all(p);
 			prep_free(p);
 			return NULL;
 		}
-		madvise(it->buf, it->len, MADV_HUGEPAGE);
 	}
 	p->owner = calloc(p->pieces ? p->pieces : 1, sizeof(*p->owner));
 	p->state = calloc(p->pieces ? p->pieces : 1, sizeof(*p->state));
@@ -284,6 +305,8 @@ void _msv_host_prep_finish(struct msv_host_prep *p, int *pinned, struct msv_prep
 	}
 	*st = (struct msv_prep_stats){.bytes = p->bytes, .touch_ns = p->touch_ns, .register_ns = p->register_ns,
 				      .threads = p->nth};
+	for (size_t i = 0; i < p->n; i++)
+		st->adopted_bytes += p->items[i].adopted ? p->items[i].len : 0;
 	pthread_cond_destroy(&p->c);
 	pthread_mutex_destroy(&p->m);
 	prep_free(p);

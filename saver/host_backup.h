@@ -23,6 +23,13 @@
 /* Bytes of one piece: the copy chunk times the smallest count reaching 64 MiB. */
 size_t _msv_host_piece(void);
 
+/* A buffer for a backup of len bytes, mapped and touched by the calling
+ * thread but not registered: no driver call, so it can be made while the
+ * engine launches (the background preparation, saver/copy.c).  NULL when out
+ * of host memory or above the reserve (as _msv_host_prep_start).  Released
+ * by _msv_host_free(buf, len, 0), or handed to _msv_host_prep_start. */
+void *_msv_host_touch(size_t len);
+
 /* Preparing the buffers of n backups of lens[i] bytes (0: none wanted),
  * registered while ctxs[i] is current, on up to `threads` threads. */
 struct msv_host_prep;
@@ -30,9 +37,13 @@ struct msv_host_prep;
  * (nothing left behind): also when the buffers would leave less than
  * MEMSAVER_HOST_RESERVE of the host's available memory (MemAvailable), so
  * that touching them cannot wake the OOM killer in the engine's process
- * (_msv_host_shortfall says by how much).  With no thread started the caller's thread
- * prepares everything in _msv_host_prep_wait / _end. */
-struct msv_host_prep *_msv_host_prep_start(const size_t *lens, const CUcontext *ctxs, size_t n, int threads);
+ * (_msv_host_shortfall says by how much).  bufs (may be NULL): bufs[i], when
+ * set, is a buffer from _msv_host_touch(lens[i]) to register instead of a new
+ * one; it is p's from a successful start on, and stays the caller's when the
+ * start fails.  With no thread started the caller's thread prepares
+ * everything in _msv_host_prep_wait / _end. */
+struct msv_host_prep *_msv_host_prep_start(const size_t *lens, const CUcontext *ctxs, void *const *bufs, size_t n,
+					   int threads);
 /* The buffer of item i (NULL when none was wanted). */
 void *_msv_host_prep_buf(struct msv_host_prep *p, size_t i);
 /* Wait until the piece holding byte `off` of item i is prepared: 1 when it
@@ -44,6 +55,7 @@ int _msv_host_prep_wait(struct msv_host_prep *p, size_t i, size_t off);
  * caller's (_msv_host_free). */
 struct msv_prep_stats {
 	unsigned long long bytes, touch_ns, register_ns; /* the times summed over threads */
+	unsigned long long adopted_bytes;                 /* of bytes, touched before (bufs) */
 	int threads;
 };
 void _msv_host_prep_finish(struct msv_host_prep *p, int *pinned, struct msv_prep_stats *st);

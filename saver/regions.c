@@ -361,6 +361,7 @@ CUresult _msv_region_destroy(struct msv_region *r)
 		MSV_BUSY_END();
 	}
 	_msv_host_free(r->backup, r->backup_len, r->backup_pinned);
+	_msv_host_free(r->ahead, r->ahead_len, 0);
 	free(r->digest);
 	free(r->digest_new);
 	free(r->app);

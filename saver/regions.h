@@ -37,6 +37,9 @@ struct msv_region {
 	void *backup;         /* host copy of [keep_off, keep_off + keep_len), or NULL */
 	int backup_pinned;    /* backup is registered with the driver (saver/copy.c) */
 	size_t backup_len;    /* bytes the backup buffer was made for */
+	void *ahead;          /* host memory touched for the backup ahead of the first pause but
+			       * not registered yet (saver/copy.c), or NULL; never with backup */
+	size_t ahead_len;     /* bytes it was made for */
 	size_t keep_off, keep_len; /* what a pause keeps: see _msv_region_keep */
 	/* Digests of the backup's chunks (saver/digest.h): two lanes a chunk. */
 	uint64_t *digest, *digest_new; /* what the backup holds; what the memory holds now */

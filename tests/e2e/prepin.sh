@@ -6,9 +6,11 @@
 # resume passes demo-engine's own checks (weights and graph bitwise).  With
 # MEMSAVER_PREPIN=0 nothing is prepared ahead and the first pause makes its
 # backups itself (the log says how), with the same checks passing.  And a
-# decoding engine (launches all the time) gets no preparation while it
-# decodes: registering host memory holds driver locks its launches would
-# wait for; once it stops launching, the preparation runs.  Without room on
+# decoding engine (launches all the time) gets its backups' host memory
+# touched but not registered while it decodes (registering holds driver
+# locks its launches would wait for); a pause while it decodes registers
+# that memory (the log says all of it was touched ahead), and the engine's
+# checks pass.  Without room on
 # the host (MEMSAVER_HOST_RESERVE above what is available) nothing is
 # prepared, and a pause refuses, naming the bytes, releasing nothing; the
 # engine goes on and its checks pass.
@@ -50,8 +52,9 @@ scenario() {
 scenario prepared 1
 scenario on_the_spot 0
 
-# busy: decoding for 3 s (--until-file ends the loop); the preparation must
-# not have started meanwhile.
+# busy: decoding for 3 s (--until-file ends the loop); the host memory is
+# touched, nothing is registered meanwhile; then a pause and a resume while
+# it decodes.
 d=$T/busy
 mkdir -p "$d"
 "$MS" run --log info -p "$ROOT/tools/demo/demo-policy.json" -- "$DEMO" --scale 8 --steps 1000000 \
@@ -60,10 +63,21 @@ run=$!
 BGPIDS+=($run)
 wait_for "$d/out" '"phase":"capture_graph"' || fail "busy: demo-engine never reached decode"
 sleep 3
-! grep -q 'prepared in the background' "$d/err" || fail "busy: prepared in the background while the engine decoded"
+! grep -q 'prepared in the background' "$d/err" || fail "busy: registered in the background while the engine decoded"
+pid=$(pgrep -P "$run" -x demo-engine) || fail "busy: no demo-engine under the run"
+"$MS" ctl --pid "$pid" status >"$d/st.json" || fail "busy: status"
+py 'import json,sys; s=json.load(open(sys.argv[1])); assert s["backup_host_bytes"] > 0, s["backup_host_bytes"]' "$d/st.json" ||
+	fail "busy: no host memory touched ahead while decoding"
+"$MS" ctl --pid "$pid" pause >"$d/pause.out" 2>&1 || { cat "$d/pause.out"; fail "busy: ctl pause failed"; }
+wait_for "$d/err" 'backup host memory made for this pause' 10 || fail "busy: no log line of the pause's backups"
+py 'import re,sys
+m = re.search(r"made for this pause: ([0-9.]+) MiB \(([0-9.]+) MiB of it touched ahead\)", open(sys.argv[1]).read())
+assert m and float(m.group(1)) > 0 and m.group(1) == m.group(2), m and m.groups()' "$d/err" ||
+	{ grep 'made for this pause' "$d/err"; fail "busy: the pause did not register the memory touched ahead"; }
+"$MS" ctl --pid "$pid" resume >"$d/resume.out" 2>&1 || { cat "$d/resume.out"; fail "busy: ctl resume failed"; }
 touch "$d/stop"
-wait $run || { tail -n 20 "$d/err"; fail "busy: demo-engine failed"; }
-ok "busy: nothing prepared during 3 s of decoding"
+wait $run || { tail -n 20 "$d/err"; fail "busy: demo-engine failed its checks"; }
+ok "busy: host memory touched while decoding, nothing registered; a pause registered it all; checks passed"
 
 
 # no room: the reserve is larger than any host's memory.
