@@ -182,20 +182,22 @@ CUresult _msv_copy_out(struct msv_region **list, size_t n, uint64_t *copied, uin
 		free(pinned);
 		return CUDA_ERROR_OUT_OF_MEMORY;
 	}
+	/* Digests first: the backups' registration below holds driver locks
+	 * that the digest kernel's launch would wait for (171 ms instead of 3
+	 * for 5 GiB on an H200).  Without digests (first pause, no kernel)
+	 * everything is copied. */
+	uint64_t t0 = _msv_now_ns();
+	_msv_digest_take(list, n, _msv_options()->chunk_bytes);
+	uint64_t t1 = _msv_now_ns();
 	_msv_regions_lock();
 	struct msv_host_prep *prep = prepare_backups(list, n, item);
 	int missing = 0;
 	for (size_t i = 0; i < n; i++)
 		missing |= !list[i]->backup;
 	_msv_regions_unlock();
-	/* Without digests (first pause, no kernel) everything is copied. */
 	CUresult rc = missing ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS;
-	uint64_t t0 = _msv_now_ns(), t1 = t0;
-	if (rc == CUDA_SUCCESS) {
-		_msv_digest_take(list, n, _msv_options()->chunk_bytes);
-		t1 = _msv_now_ns();
+	if (rc == CUDA_SUCCESS)
 		rc = run(list, n, OUT, 1, copied, skipped, prep, item);
-	}
 	if (prep) {
 		/* run() waited for every copy it issued. */
 		struct msv_prep_stats st;
