@@ -4,6 +4,7 @@
 #ifndef MSV_BENCH_UTIL_H
 #define MSV_BENCH_UTIL_H
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -26,6 +27,18 @@ static inline long bench_rss_kib(void)
 	if (f)
 		fclose(f);
 	return v;
+}
+
+/* The driver library for dlsym; without one the benchmark ends with 77
+ * (skipped), saying why. */
+static inline void *bench_libcuda(void)
+{
+	void *h = dlopen("libcuda.so.1", RTLD_NOW);
+	if (!h) {
+		fprintf(stderr, "%s\n", dlerror());
+		exit(77);
+	}
+	return h;
 }
 
 #define BENCH_CHECK(x)                                                                             \

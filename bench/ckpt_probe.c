@@ -54,11 +54,7 @@ int main(int argc, char **argv)
 	}
 	for (int i = 0; i < n; i++)
 		pid[i] = atoi(argv[i + 1]);
-	void *h = dlopen("libcuda.so.1", RTLD_NOW);
-	if (!h) {
-		fprintf(stderr, "%s\n", dlerror());
-		return 77;
-	}
+	void *h = bench_libcuda();
 #define L(name) p_##name = (__typeof__(p_##name))dlsym(h, #name)
 	L(cuInit);
 	L(cuGetErrorName);

@@ -96,9 +96,7 @@ int main(int argc, char **argv)
 {
 	size_t size = (argc > 1 ? strtoull(argv[1], NULL, 10) : 4) << 30;
 	size_t piece = (argc > 2 ? strtoull(argv[2], NULL, 10) : 256) << 20;
-	void *h = dlopen("libcuda.so.1", RTLD_NOW);
-	if (!h)
-		return 77;
+	void *h = bench_libcuda();
 #define L(name, sym) p_##name = (__typeof__(p_##name))dlsym(h, sym)
 	L(cuInit, "cuInit");
 	L(cuDeviceGet, "cuDeviceGet");

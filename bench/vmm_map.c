@@ -136,11 +136,7 @@ int main(int argc, char **argv)
 	size_t count = argc > 2 ? strtoull(argv[2], NULL, 10) : 1000;
 	size_t small = (argc > 3 ? strtoull(argv[3], NULL, 10) : 4) << 20;
 	int threads = argc > 4 ? atoi(argv[4]) : 8;
-	void *lib = dlopen("libcuda.so.1", RTLD_NOW);
-	if (!lib) {
-		fprintf(stderr, "no libcuda.so.1\n");
-		return 77;
-	}
+	void *lib = bench_libcuda();
 #define STR2(x) #x
 #define STR(x) STR2(x)
 #define L(name) p_##name = (__typeof__(p_##name))dlsym(lib, STR(name))

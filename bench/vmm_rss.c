@@ -31,11 +31,7 @@ int main(int argc, char **argv)
 	int n = argc > 3 ? atoi(argv[3]) : 1;
 	if (n < 1 || n > 4096)
 		n = 1;
-	void *h = dlopen("libcuda.so.1", RTLD_NOW);
-	if (!h) {
-		fprintf(stderr, "%s\n", dlerror());
-		return 77;
-	}
+	void *h = bench_libcuda();
 #define L(name) p_##name = (__typeof__(p_##name))dlsym(h, #name)
 	L(cuInit);
 	L(cuDeviceGet);

@@ -260,7 +260,7 @@ json_t *_msv_status_json(void)
 	_msv_regions_lock();
 	struct msv_region *r, *tmp;
 	HASH_ITER(hh, _msv_regions_all(), r, tmp) {
-		host += (r->backup ? r->keep_len : 0) + (r->ahead ? r->ahead_len : 0);
+		host += _msv_region_host_bytes(r);
 		c[r->cat].shared += r->shared ? r->mapped : 0;
 		c[r->cat].count++;
 		if (!r->wrapped)

@@ -172,7 +172,7 @@ static uint64_t backup_host_bytes(void)
 	struct msv_region *it, *tmp;
 	_msv_regions_lock();
 	HASH_ITER(hh, _msv_regions_all(), it, tmp)
-		host += (it->backup ? it->keep_len : 0) + (it->ahead ? it->ahead_len : 0);
+		host += _msv_region_host_bytes(it);
 	_msv_regions_unlock();
 	return host;
 }

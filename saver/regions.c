@@ -347,6 +347,11 @@ CUresult _msv_region_free(struct msv_region *r)
 	return _msv_region_destroy(r);
 }
 
+size_t _msv_region_host_bytes(const struct msv_region *r)
+{
+	return (r->backup ? r->keep_len : 0) + (r->ahead ? r->ahead_len : 0);
+}
+
 CUresult _msv_region_destroy(struct msv_region *r)
 {
 	CUresult rc = CUDA_SUCCESS;

@@ -119,6 +119,9 @@ struct msv_region *_msv_regions_find(CUdeviceptr addr);
  * of another category may live in it (_msv_app_vmm_mixed), else nothing.
  * zero zero-fills the rest on resume.  Returns the bytes kept. */
 size_t _msv_region_keep(struct msv_region *r, int action);
+/* Host bytes held for r's backup: the backup, or the memory touched ahead
+ * for it.  Locked. */
+size_t _msv_region_host_bytes(const struct msv_region *r);
 /* The part of a segment of `size` bytes that the rule above keeps. */
 void _msv_segment_shared(size_t size, size_t *off, size_t *len);
 
