@@ -1,7 +1,9 @@
 /* The native library that called into the driver: the first frame of the
  * calling thread's stack outside libcuda, libcudart, libcupti and memsaver,
  * found by unwinding (libgcc's _Unwind_Backtrace, stopped at that frame) and
- * dladdr(3), cached per thread by address.  Thread-safe, no locks of ours. */
+ * dladdr(3), cached per thread by address.  A call up the same chain of
+ * return addresses as the thread's last one (x86_64) reuses its answer
+ * without unwinding.  Thread-safe, no locks of ours. */
 #ifndef MSV_CALLSITE_H
 #define MSV_CALLSITE_H
 
