@@ -60,7 +60,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 FAKE_TEST_BINS := $(patsubst tests/fakecuda/%.c,$(BUILD)/tests/fakecuda_%,$(FAKE_TEST_SRCS))
 PRELOAD_TEST_BINS := $(patsubst tests/preload/%.c,$(BUILD)/tests/preload_%,$(PRELOAD_TEST_SRCS))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bin/bench-%,$(wildcard bench/*.c))
-# Injection libraries of the benchmarks (CUDA_INJECTION64_PATH), linked to the real CUPTI.
+# Injection libraries of the benchmarks (CUDA_INJECTION64_PATH); they dlopen CUPTI.
 BENCH_INJECT := $(patsubst bench/inject/%.c,$(BUILD)/lib/bench-%.so,$(wildcard bench/inject/*.c))
 
 .PHONY: all test demo gpu-test bench install clean sanitize deps deps-test help FORCE
@@ -184,7 +184,7 @@ $(BUILD)/bin/bench-%: $(BUILD)/obj/bench/%.o
 $(BUILD)/lib/bench-%.so: bench/inject/%.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -shared -o $@ $< -L$(CUDA_HOME)/lib64 -l:libcupti.so.13
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -shared -o $@ $< -ldl
 
 $(FAKE_DRIVER): $(call obj,$(FAKE_DRIVER_SRCS))
 	@mkdir -p $(dir $@)

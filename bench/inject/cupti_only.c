@@ -6,6 +6,7 @@
  * tracer/cupti.c enables, and the resource domain).  Built by `make all` as
  * build/lib/bench-cupti_only.so. */
 #include <cupti.h>
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,17 +37,24 @@ int InitializeInjection(void)
 	const char *m = getenv("CUPTI_ONLY");
 	if (!m)
 		m = "both";
+	void *h = dlopen("libcupti.so.13", RTLD_NOW);
+	__typeof__(&cuptiSubscribe) subscribe = h ? (__typeof__(&cuptiSubscribe))dlsym(h, "cuptiSubscribe") : NULL;
+	__typeof__(&cuptiEnableCallback) enable_cb =
+		h ? (__typeof__(&cuptiEnableCallback))dlsym(h, "cuptiEnableCallback") : NULL;
+	__typeof__(&cuptiEnableDomain) enable_domain =
+		h ? (__typeof__(&cuptiEnableDomain))dlsym(h, "cuptiEnableDomain") : NULL;
 	CUpti_SubscriberHandle sub;
-	CUptiResult r = cuptiSubscribe(&sub, noop, NULL);
+	CUptiResult r = subscribe && enable_cb && enable_domain ? subscribe(&sub, noop, NULL) : CUPTI_ERROR_UNKNOWN;
 	if (r != CUPTI_SUCCESS) {
-		fprintf(stderr, "cupti_only: cuptiSubscribe failed: %d\n", (int)r);
+		fprintf(stderr, "cupti_only: no subscription (%s, result %d)\n", h ? "libcupti.so.13" : dlerror(),
+			(int)r);
 		return 1;
 	}
 	if (!strcmp(m, "driver") || !strcmp(m, "both"))
 		for (size_t i = 0; i < sizeof(driver_ids) / sizeof(driver_ids[0]); i++)
-			cuptiEnableCallback(1, sub, CUPTI_CB_DOMAIN_DRIVER_API, driver_ids[i]);
+			enable_cb(1, sub, CUPTI_CB_DOMAIN_DRIVER_API, driver_ids[i]);
 	if (!strcmp(m, "resource") || !strcmp(m, "both"))
-		cuptiEnableDomain(1, sub, CUPTI_CB_DOMAIN_RESOURCE);
+		enable_domain(1, sub, CUPTI_CB_DOMAIN_RESOURCE);
 	fprintf(stderr, "cupti_only: subscribed, enabled: %s\n", m);
 	return 1;
 }
