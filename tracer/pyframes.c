@@ -419,10 +419,59 @@ static int line_of_interp_frame(const void *frame, const void *code)
 	return py.addr2line((void *)code, (int)off);
 }
 
+/* The frames this thread rendered last, by position from the innermost.
+ * A frame at the same address, running the same code object (with the same
+ * name and file objects) at the same instruction, renders the same: it is
+ * copied instead of rendered again (decoding the line table and the
+ * strings is most of a read: 8,750 instructions per allocation for the
+ * default depth of 8 against 260 for the native call site, callgrind). */
+#define SEEN_MAX 32
+struct seen_key {
+	const void *f, *code, *name, *file;
+	intptr_t pos; /* the instruction pointer; before 3.11, lasti and lineno */
+};
+static __thread struct {
+	struct seen_key k[SEEN_MAX];
+	char s[SEEN_MAX][MSV_PYFRAME_LEN];
+	int ok[SEEN_MAX];
+} seen;
+
+static int same_key(const struct seen_key *a, const struct seen_key *b)
+{
+	return a->f == b->f && a->code == b->code && a->name == b->name && a->file == b->file && a->pos == b->pos;
+}
+
+/* Frame n of this read: from seen when its key matches, else rendered (line
+ * computed only then) and kept.  Returns 1 when out holds a frame. */
+static int frame_at(int n, const struct seen_key *k, const void *frame, char *out)
+{
+	if (n < SEEN_MAX && seen.ok[n] && same_key(&seen.k[n], k)) {
+		memcpy(out, seen.s[n], MSV_PYFRAME_LEN);
+		return 1;
+	}
+	int line;
+	if (py.L.kind == FRAME_OBJECT_CHAIN) {
+		int lineno, ilast;
+		memcpy(&lineno, (const char *)frame + py.L.fr_lineno, sizeof(lineno));
+		memcpy(&ilast, (const char *)frame + py.L.fr_instr, sizeof(ilast));
+		line = lineno ? lineno : py.addr2line((void *)k->code, ilast * 2);
+	} else {
+		line = line_of_interp_frame(frame, k->code);
+	}
+	int ok = render(k->code, line, out);
+	if (n < SEEN_MAX) {
+		seen.ok[n] = ok;
+		seen.k[n] = *k;
+		if (ok)
+			memcpy(seen.s[n], out, MSV_PYFRAME_LEN);
+	}
+	return ok;
+}
+
 int _msv_pyframes_read(char (*frames)[MSV_PYFRAME_LEN], int max)
 {
 	const void *ts, *f, *code;
-	int n = 0, hops, line, ilast, lineno;
+	int n = 0, hops, ilast, lineno;
 	char owner;
 
 	if (max <= 0 || !frames || _msv_pyframes_init() != 0 || py.finalizing())
@@ -433,6 +482,7 @@ int _msv_pyframes_read(char (*frames)[MSV_PYFRAME_LEN], int max)
 	f = ld_ptr(ts, py.L.ts_frame);
 	if (f && py.L.cframe_current >= 0)
 		f = ld_ptr(f, (size_t)py.L.cframe_current);
+	intptr_t pos;
 	for (hops = 0; f && n < max && hops < MSV_PYFRAME_HOPS; hops++, f = ld_ptr(f, py.L.fr_back)) {
 		if (py.L.kind == FRAME_OBJECT_CHAIN) {
 			if (!has_type(f, py.frame_type))
@@ -442,7 +492,7 @@ int _msv_pyframes_read(char (*frames)[MSV_PYFRAME_LEN], int max)
 				break;
 			memcpy(&lineno, (const char *)f + py.L.fr_lineno, sizeof(lineno));
 			memcpy(&ilast, (const char *)f + py.L.fr_instr, sizeof(ilast));
-			line = lineno ? lineno : py.addr2line((void *)code, ilast * 2);
+			pos = (intptr_t)ilast << 32 | (uint32_t)lineno;
 		} else {
 			if (py.L.fr_owner >= 0) {
 				owner = *((const char *)f + py.L.fr_owner);
@@ -452,9 +502,11 @@ int _msv_pyframes_read(char (*frames)[MSV_PYFRAME_LEN], int max)
 			code = ld_ptr(f, py.L.fr_code);
 			if (!has_type(code, py.code_type))
 				continue; /* 3.13: f_executable may be None for a shim */
-			line = line_of_interp_frame(f, code);
+			pos = (intptr_t)ld_ptr(f, py.L.fr_instr);
 		}
-		n += render(code, line, frames[n]);
+		struct seen_key k = {.f = f, .code = code, .name = ld_ptr(code, py.L.co_name),
+				     .file = ld_ptr(code, py.L.co_filename), .pos = pos};
+		n += frame_at(n, &k, f, frames[n]);
 	}
 	return n;
 }

@@ -85,6 +85,23 @@ def 函数():
     got, stack = probe(), traceback.extract_stack(); return got, stack
 
 
+# The library reuses what it rendered for a frame at the same address with
+# the same code at the same instruction: one function probing from two lines,
+# and two functions alike probing from one caller line, alternate and repeat.
+def two_lines(first):
+    if first:
+        got, stack = probe(), traceback.extract_stack(); return got, stack
+    got, stack = probe(), traceback.extract_stack(); return got, stack
+
+
+def twin_a():
+    got, stack = probe(), traceback.extract_stack(); return got, stack
+
+
+def twin_b():
+    got, stack = probe(), traceback.extract_stack(); return got, stack
+
+
 def recurse(k):
     if k == 0:
         got, stack = probe(), traceback.extract_stack(); return got, stack
@@ -113,6 +130,9 @@ def main():
     check("c-callback", *via_c_callback())
     check("latin1-name", *fünf())
     check("ucs2-name", *函数())
+    for i, w in enumerate("aabbabab"):
+        check("repeat, line %s (%d)" % (w, i), *two_lines(w == "a"))
+        check("repeat, twin %s (%d)" % (w, i), *(twin_a() if w == "a" else twin_b()))
 
     # A long file name keeps its tail: "..." + end of path + line + function.
     long_name = "/very/" + "long/" * 80 + "memory_pool.py"
