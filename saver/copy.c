@@ -1,7 +1,6 @@
 #include "copy.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <stdlib.h>
@@ -9,6 +8,7 @@
 
 #include "digest.h"
 #include "host_backup.h"
+#include "own_thread.h"
 #include "tracer/driver.h"
 #include "tracer/log.h"
 #include "tracer/options.h"
@@ -274,6 +274,12 @@ void _msv_copy_note_alloc(void)
 	atomic_store(&last_alloc_ns, _msv_now_ns());
 }
 
+static void sleep_ns(uint64_t ns)
+{
+	struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
+	nanosleep(&ts, NULL);
+}
+
 /* No allocation for QUIET_NS. */
 static void wait_settled(void)
 {
@@ -281,9 +287,7 @@ static void wait_settled(void)
 		uint64_t idle = _msv_now_ns() - atomic_load(&last_alloc_ns);
 		if (idle >= QUIET_NS)
 			return;
-		uint64_t ns = QUIET_NS - idle;
-		struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
-		nanosleep(&ts, NULL);
+		sleep_ns(QUIET_NS - idle);
 	}
 }
 
@@ -296,9 +300,7 @@ static int quiet_now(void)
 	int launched = atomic_exchange(&_msv_copy_launched, 0);
 	if (idle >= QUIET_NS && !launched)
 		return 1;
-	uint64_t ns = idle >= QUIET_NS ? QUIET_NS : QUIET_NS - idle;
-	struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
-	nanosleep(&ts, NULL);
+	sleep_ns(idle >= QUIET_NS ? QUIET_NS : QUIET_NS - idle);
 	return 0;
 }
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -384,16 +386,7 @@ static size_t prepare_one(CUdeviceptr va)
 static void *pinner(void *arg)
 {
 	(void)arg;
-	const struct msv_driver *d = _msv_drv();
-	sigset_t all;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	/* Pinning is a "potentially unsafe" call: in the default global mode it
-	 * would invalidate a CUDA-graph capture running on another thread
-	 * (PyTorch captures in global mode).  Relaxed mode lets it through. */
-	CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
-	if (d->cuThreadExchangeStreamCaptureMode)
-		d->cuThreadExchangeStreamCaptureMode(&mode);
+	_msv_own_thread_start();
 	/* pend[0, nt) are touched, pend[nt, np) not yet; registered in order. */
 	static CUdeviceptr pend[4096];
 	size_t np = 0, nt = 0, regions = 0, bytes = 0;

@@ -1,7 +1,7 @@
 #include "host_backup.h"
 
+
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "own_thread.h"
 #include "tracer/driver.h"
 #include "tracer/log.h"
 #include "tracer/options.h"
@@ -108,15 +109,7 @@ static int help(struct msv_host_prep *p)
 static void *worker(void *arg)
 {
 	struct msv_host_prep *p = arg;
-	sigset_t all;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	/* Registering is "potentially unsafe" during a global-mode capture on
-	 * another thread; relaxed mode lets it through without invalidating it. */
-	const struct msv_driver *d = _msv_drv();
-	CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
-	if (d->cuThreadExchangeStreamCaptureMode)
-		d->cuThreadExchangeStreamCaptureMode(&mode);
+	_msv_own_thread_start();
 	while (help(p))
 		;
 	return NULL;

@@ -1,12 +1,13 @@
 #include "sync.h"
 
+
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 
+#include "own_thread.h"
 #include "tracer/driver.h"
 #include "tracer/thread.h"
 
@@ -69,14 +70,7 @@ static void run_job(struct sync_job *j)
 static void *syncer(void *arg)
 {
 	uint64_t mine = (uint64_t)(uintptr_t)arg;
-	sigset_t all;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	/* Its synchronize must not invalidate a global-mode capture elsewhere. */
-	const struct msv_driver *d = _msv_drv();
-	CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
-	if (d && d->cuThreadExchangeStreamCaptureMode)
-		d->cuThreadExchangeStreamCaptureMode(&mode);
+	_msv_own_thread_start();
 	pthread_mutex_lock(&lock);
 	while (mine == gen) {
 		if (!pending) {
