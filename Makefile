@@ -62,11 +62,13 @@ PRELOAD_TEST_BINS := $(patsubst tests/preload/%.c,$(BUILD)/tests/preload_%,$(PRE
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bin/bench-%,$(wildcard bench/*.c))
 # Injection libraries of the benchmarks (CUDA_INJECTION64_PATH); they dlopen CUPTI.
 BENCH_INJECT := $(patsubst bench/inject/%.c,$(BUILD)/lib/bench-%.so,$(wildcard bench/inject/*.c))
+# Libraries that call the driver directly, linked against libcuda.so.1 (no rpath: the real one at run time).
+BENCH_DIRECT := $(patsubst bench/direct/%.c,$(BUILD)/lib/bench-%.so,$(wildcard bench/direct/*.c))
 
 .PHONY: all test demo gpu-test bench install clean sanitize deps deps-test help FORCE
 # Keep objects of test and bench programs (make would delete them as intermediates).
 .SECONDARY:
-all: $(LIB) $(CLI) $(DEMO) $(FAKE_DRIVER) $(FAKE_CUPTI) $(FAKE_NVML) $(BUILD)/memsaver.pc $(BENCH_BINS) $(BENCH_INJECT)
+all: $(LIB) $(CLI) $(DEMO) $(FAKE_DRIVER) $(FAKE_CUPTI) $(FAKE_NVML) $(BUILD)/memsaver.pc $(BENCH_BINS) $(BENCH_INJECT) $(BENCH_DIRECT)
 
 # ---- memsaver attach (BPF uprobes; tracer/bpf/) ---------------------------
 # Built only when clang, bpftool, libbpf-dev (libbpf.a), libelf.a, libz.a and
@@ -185,6 +187,11 @@ $(BUILD)/lib/bench-%.so: bench/inject/%.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -shared -o $@ $< -ldl
+
+$(BENCH_DIRECT): $(BUILD)/lib/bench-%.so: bench/direct/%.c $(FAKE_DRIVER)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -shared -o $@ $< -L$(BUILD)/fakecuda -l:libcuda.so.1
 
 $(FAKE_DRIVER): $(call obj,$(FAKE_DRIVER_SRCS))
 	@mkdir -p $(dir $@)

@@ -7,7 +7,9 @@
 # VMM cycles), attach (memsaver attach), tms (torch_memory_saver drop-in),
 # deep (deep pause), residue, expandable, soak (1000 cycles: do resources stay
 # flat), modes (the tracer with and without CUPTI), speed (host memory for
-# backups, skipping unchanged chunks), mixed.  usage: bench/gpu_session.sh PART...
+# backups, skipping unchanged chunks), pairs (allocation-pair cost through
+# PyTorch's allocator), resume-delay (resume latency against the time paused),
+# mixed.  usage: bench/gpu_session.sh PART...
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/gpu-out}
@@ -57,6 +59,18 @@ for part in "$@"; do
 		"$BUILD/bin/memsaver" analyze "$OUT/skip/skip.trace" -o "$OUT/skip/skip-report.json" &&
 			python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"bench":"skip_events","pauses":[{k:e.get(k) for k in ("duration_ms","backup_bytes","backup_skipped_bytes")} for e in r["events"] if e["kind"]=="pause"]}))' \
 			"$OUT/skip/skip-report.json" | tee -a "$OUT/results.jsonl"
+		;;
+	pairs)
+		timeout 400 python3 "$ROOT/bench/pair_overhead.py" --build "$BUILD" --path torch | tee -a "$OUT/results.jsonl"
+		;;
+	resume-delay)
+		# The driver scrubs released memory after a pause; a resume that
+		# comes before it is done shares the copy engines with it.
+		for s in ${RESUME_DELAYS:-0 0.5 1}; do
+			timeout 150 python3 "$ROOT/bench/proof.py" --build "$BUILD" --cycles 6 --skip-baseline --skip-pairs \
+				--first-pause-after-s 3 --paused-s "$s" --out "$OUT/resume-delay-$s" 2> "$OUT/resume-delay-$s.log" |
+				grep -E '"bench": "(latency|parity)"' | tee -a "$OUT/results.jsonl"
+		done
 		;;
 	residue)
 		mkdir -p "$OUT/residue"

@@ -11,13 +11,12 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from benchutil import json_lines, nvml_used
+from benchutil import alloc_pair_overhead, json_lines, nvml_used
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENGINE = os.path.join(ROOT, "bench/engines/qwen_like.py")
@@ -61,7 +60,11 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--cycles", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="smaller engine (3 batch sizes, kv 0.25)")
-    ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--skip-baseline", action="store_true", help="no run of the engine without memsaver")
+    ap.add_argument("--skip-pairs", action="store_true", help="no allocation pairs (bench/pair_overhead.py)")
+    ap.add_argument("--update-every", type=int, default=5, metavar="K",
+                    help="the engine changes a few weights after every K-th cycle's check, as an RL "
+                         "weight update does (default 5; 0: never); the next cycle checks them bitwise")
     ap.add_argument("--pairs-only", action="store_true", help="the pinned copy and the allocation pairs, then stop")
     ap.add_argument("--first-pause-after-s", type=float, default=0.0,
                     help="seconds between the engine's ready line and the first pause (default 0: at "
@@ -90,36 +93,9 @@ def main():
                        text=True, timeout=300)
     copy = (json_lines(p.stdout) or [{}])[0]
     emit(**copy) if copy else emit(bench="pinned_copy", error=p.stderr[-500:])
-    # Alternating rounds, each process on the same CPU core: the machine's own
-    # drift between runs (62 vs 75 us plain, seen on one H200; +3% and +6%
-    # for the same build in two calls) is larger than the effect.  The
-    # verdict takes the best of each mode; the medians show the spread.
-    core = max(os.sched_getaffinity(0))
-    runs = {}
-    modes = (("plain", []), ("memsaver_no_python", [ms, "run", "--no-python", "--"]),
-             ("memsaver_python", [ms, "run", "--"]))
-    for _ in range(5):
-        for name, pre in modes:
-            p = subprocess.run(pre + [sys.executable, os.path.join(ROOT, "bench/alloc_pairs.py"), "20000"],
-                               capture_output=True, text=True, timeout=300,
-                               preexec_fn=lambda: os.sched_setaffinity(0, {core}))
-            r = (json_lines(p.stdout) or [{}])[0]
-            if not r:
-                emit(bench="alloc_pairs", mode=name, error=p.stderr[-800:])
-            else:
-                runs.setdefault(name, []).append(r["us_per_pair"])
-    pairs = {k: min(v) for k, v in runs.items()}
-    if pairs.get("plain"):
-        med = {k: statistics.median(v) for k, v in runs.items()}
-        emit(bench="alloc_pairs", us_per_pair=pairs, us_per_pair_median=med, runs=runs, cpu=core,
-             overhead_no_python=round(pairs["memsaver_no_python"] / pairs["plain"] - 1, 4)
-             if pairs.get("memsaver_no_python") else None,
-             overhead_python=round(pairs["memsaver_python"] / pairs["plain"] - 1, 4)
-             if pairs.get("memsaver_python") else None,
-             overhead_no_python_median=round(med["memsaver_no_python"] / med["plain"] - 1, 4)
-             if "memsaver_no_python" in med else None,
-             overhead_python_median=round(med["memsaver_python"] / med["plain"] - 1, 4)
-             if "memsaver_python" in med else None)
+    if not args.skip_pairs:
+        pairs = alloc_pair_overhead(ms, os.path.join(args.build, "lib", "bench-driver_pair.so"))
+        emit(**pairs) if "error" not in pairs else emit(bench="alloc_pairs", error=pairs["error"])
 
     if args.pairs_only:
         return 0
@@ -135,7 +111,7 @@ def main():
     hold_dir = tempfile.mkdtemp(prefix="memsaver-hold.")
     trace, report = os.path.join(out, "engine.trace"), os.path.join(out, "engine-report.json")
     cmd = [ms, "run", "--log", os.environ.get("BENCH_LOG", "info"), "-p", POLICY, "--trace", trace, "-o", report, "--", sys.executable, ENGINE,
-           "--cycles", str(args.cycles), "--hold-dir", hold_dir] + engine_args
+           "--cycles", str(args.cycles), "--hold-dir", hold_dir, "--update-every", str(args.update_every)] + engine_args
     elog = open(os.path.join(out, "engine-memsaver.log"), "w")
     eng = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=elog, text=True)
     ready, cycles, pauses, resumes, first_report = None, [], [], [], None
@@ -207,7 +183,8 @@ def main():
     done = next((l for l in json_lines("".join(stdout_lines)) if l.get("event") == "done"), {})
     equal = [c.get("bitwise_equal") for c in cycles]
     emit(bench="parity", cycles=len(cycles), all_bitwise_equal=bool(equal) and all(equal),
-         engine_exit=rc, mismatched=[c for c in cycles if not c.get("bitwise_equal")][:3])
+         engine_exit=rc, mismatched=[c for c in cycles if not c.get("bitwise_equal")][:3],
+         cycles_after_weight_update=[c["cycle"] for c in cycles if c.get("checked_updated")])
     def med(xs):
         xs = sorted(x for x in xs if x is not None)
         return round(xs[len(xs) // 2], 3) if xs else None
@@ -224,7 +201,8 @@ def main():
          pause_unmap_ms_median=med(p.get("unmap_ms") for p in steady_p),
          resume_map_ms_median=med(r.get("map_ms") for r in steady_r),
          resume_copy_ms_median=med(r.get("copy_ms") for r in steady_r),
-         backup_bytes=steady_p[0].get("backup_bytes") if steady_p else None,
+         backup_bytes=[p.get("backup_bytes") for p in pauses],
+         backup_skipped_bytes=[p.get("backup_skipped_bytes") for p in pauses],
          backup_gbps_median=med(gbps(p, "backup") for p in steady_p),
          restore_gbps_median=med(gbps(r, "restore") for r in steady_r),
          pinned_dtoh_gbps=copy.get("dtoh_gbps"), pinned_htod_gbps=copy.get("htod_gbps"))

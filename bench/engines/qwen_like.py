@@ -15,6 +15,10 @@ them bitwise with those taken before the first hold.  Results are JSON lines on 
 The go file may carry words (bench/soak.py writes them): "decode" times the decode step
 again after the check, "py" adds the Python heap's counts (gc objects, allocated blocks,
 malloc in use, tracemalloc with --tracemalloc), "stop" ends the loop after this check.
+With --update-every K, after the check of every K-th hold the engine changes a few
+weights in place, as an RL weight update does between pauses (update_weights): the
+next hold's check compares the outputs with references taken after the change, and
+the changed tensors with host copies, so a pause that kept a stale backup fails it.
 """
 import argparse
 import faulthandler
@@ -60,6 +64,22 @@ def load_weights(device, dtype, seed):
             "gate": rnd(INTER, HIDDEN), "up": rnd(INTER, HIDDEN), "down": rnd(HIDDEN, INTER),
         })
     return w
+
+
+def update_weights(w, n):
+    """Change a few elements of a few weight tensors in place (update n): the
+    embedding, a norm and two projections of one layer, each at 1-3 places.
+    Returns name -> (the tensor, its host copy after the change)."""
+    gen = torch.Generator().manual_seed(1000 + n)
+    li = int(torch.randint(0, LAYERS, (1,), generator=gen))
+    layer = w["layers"][li]
+    picked = {"embed": w["embed"], "norm": w["norm"], f"layers.{li}.q": layer["q"], f"layers.{li}.down": layer["down"]}
+    for t in picked.values():
+        flat = t.view(-1)
+        for i in torch.randint(0, flat.numel(), (int(torch.randint(1, 4, (1,), generator=gen)),), generator=gen):
+            flat[int(i)] += 0.5
+    torch.cuda.synchronize()
+    return {k: (t, t.cpu()) for k, t in picked.items()}
 
 
 def alloc_kv_pool(device, dtype, fraction, reserved_bytes):
@@ -227,6 +247,8 @@ def main():
     ap.add_argument("--hold-dir", help="directory for hold.N / go.N files")
     ap.add_argument("--decode-steps", type=int, default=200, help="timed graph replays (bs = largest)")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--update-every", type=int, default=0, metavar="K",
+                    help="change a few weights after every K-th hold's check (an RL weight update)")
     ap.add_argument("--tracemalloc", action="store_true", help="trace Python allocations from the first hold on")
     ap.add_argument("--exit-order", choices=["graphs-first", "group-first"], default="graphs-first",
                     help="at exit, release the CUDA graphs before destroying the process group (default), "
@@ -271,12 +293,19 @@ def main():
     if args.tracemalloc:
         import tracemalloc
         tracemalloc.start()
+    updated = {}  # what the last update changed: name -> (tensor, host copy)
     for c in range(args.cycles):
         words = hold(args.hold_dir, c)
         got = outputs(w, kv, batches, use_graphs)
         bad = [k for k in ref if not torch.equal(ref[k], got[k])]
+        bad += [f"weights:{k}" for k, (t, host) in updated.items() if not torch.equal(t.cpu(), host)]
         ok &= not bad
-        extra = {}
+        extra = {"checked_updated": sorted(updated)} if updated else {}
+        updated = {}
+        if args.update_every and (c + 1) % args.update_every == 0 and c + 1 < args.cycles:
+            updated = update_weights(w, c)
+            ref = outputs(w, kv, batches, use_graphs)
+            extra["updated"] = sorted(updated)
         if "decode" in words:
             extra["decode_step_ms"] = round(time_decode(w, kv, batches[-1], use_graphs, args.decode_steps), 5)
         if "py" in words:
