@@ -142,31 +142,32 @@ $(CORE): $(call obj,$(CORE_SRCS))
 	$(Q)rm -f $@ && ar rcs $@ $^
 
 # Only the public API, dlsym and the injection entry points leave the library.
-# The backup digest kernel (saver/digest.cu), built for sm_80, sm_90 and as
-# PTX, embedded in the library.  Without nvcc the image is empty and every
-# pause copies its whole backup (saver/digest.h).
+# memsaver's kernels (saver/kernels.cu: backup digest, restore copy), built
+# for sm_80, sm_90 and as PTX, embedded in the library.  Without nvcc the
+# image is empty: every pause copies its whole backup (saver/digest.h) and
+# every resume restores by the copy engines (saver/copy.h).
 NVCC ?= $(CUDA_HOME)/bin/nvcc
-DIGEST_OBJ := $(BUILD)/obj/saver/digest_image.o
-$(BUILD)/gen/digest.fatbin: saver/digest.cu saver/digest_mix.h
+KERNELS_OBJ := $(BUILD)/obj/saver/kernels_image.o
+$(BUILD)/gen/kernels.fatbin: saver/kernels.cu saver/digest_mix.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  NVCC    $@")
 	$(Q)if [ -x "$(NVCC)" ]; then $(NVCC) -I. -fatbin -gencode arch=compute_80,code=sm_80 \
 		-gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -o $@ $<; \
-	else echo "memsaver: no nvcc at $(NVCC): backups are copied whole on every pause"; : > $@; fi
-$(DIGEST_OBJ): $(BUILD)/gen/digest.fatbin
+	else echo "memsaver: no nvcc at $(NVCC): backups are copied whole on every pause, restores go by the copy engines"; : > $@; fi
+$(KERNELS_OBJ): $(BUILD)/gen/kernels.fatbin
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  AS      $@")
-	$(Q)printf '%s\n' '.section .rodata' '.balign 16' '.globl _msv_digest_image' '.hidden _msv_digest_image' \
-		'_msv_digest_image:' '.incbin "$(abspath $<)"' '_msv_digest_image_end:' '.byte 0' '.balign 8' \
-		'.globl _msv_digest_image_len' '.hidden _msv_digest_image_len' '_msv_digest_image_len:' \
-		'.quad _msv_digest_image_end - _msv_digest_image' '.section .note.GNU-stack,"",@progbits' \
+	$(Q)printf '%s\n' '.section .rodata' '.balign 16' '.globl _msv_kernels_image' '.hidden _msv_kernels_image' \
+		'_msv_kernels_image:' '.incbin "$(abspath $<)"' '_msv_kernels_image_end:' '.byte 0' '.balign 8' \
+		'.globl _msv_kernels_image_len' '.hidden _msv_kernels_image_len' '_msv_kernels_image_len:' \
+		'.quad _msv_kernels_image_end - _msv_kernels_image' '.section .note.GNU-stack,"",@progbits' \
 		| $(CC) -c -x assembler -o $@ -
 
-$(LIB): $(call obj,$(LIB_SRCS)) $(DIGEST_OBJ) saver/exports.map
+$(LIB): $(call obj,$(LIB_SRCS)) $(KERNELS_OBJ) saver/exports.map
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -shared $(SAN) -Wl,--version-script=saver/exports.map -Wl,--exclude-libs,ALL \
-		-Wl,-z,nodelete -o $@ $(call obj,$(LIB_SRCS)) $(DIGEST_OBJ) $(LDLIBS_CORE)
+		-Wl,-z,nodelete -o $@ $(call obj,$(LIB_SRCS)) $(KERNELS_OBJ) $(LDLIBS_CORE)
 
 $(CLI): $(call obj,$(CLI_SRCS)) $(ATTACH_OBJS) $(CORE)
 	@mkdir -p $(dir $@)

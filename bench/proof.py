@@ -195,6 +195,7 @@ def main():
     steady_p, steady_r = pauses[1:] or pauses, resumes[1:] or resumes
     emit(bench="latency", paused_s=args.paused_s, first_pause_after_s=args.first_pause_after_s, pause_ms=[round(p.get("ms", 0), 2) for p in pauses],
          resume_ms=[round(r.get("ms", 0), 2) for r in resumes],
+         restore_by=[r.get("restore_by") for r in resumes],
          first_pause_ms=pauses[0].get("ms") if pauses else None,
          pause_ms_median=med(p.get("ms") for p in steady_p), resume_ms_median=med(r.get("ms") for r in steady_r),
          pause_copy_ms_median=med(p.get("copy_ms") for p in steady_p),

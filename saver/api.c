@@ -296,9 +296,10 @@ json_t *_msv_status_json(void)
 					 (json_int_t)p.bytes, "backup_bytes", (json_int_t)p.copy_bytes,
 					 "backup_skipped_bytes", (json_int_t)p.skipped_bytes, "ok", p.ok)
 			     : json_null();
-	json_t *lr = s.valid ? json_pack("{s:f,s:f,s:f,s:I,s:I,s:b}", "ms", s.dur_ns / 1e6, "copy_ms",
+	json_t *lr = s.valid ? json_pack("{s:f,s:f,s:f,s:I,s:I,s:s,s:b}", "ms", s.dur_ns / 1e6, "copy_ms",
 					 s.copy_ns / 1e6, "map_ms", s.map_ns / 1e6, "restored_bytes",
-					 (json_int_t)s.bytes, "restore_bytes", (json_int_t)s.copy_bytes, "ok", s.ok)
+					 (json_int_t)s.bytes, "restore_bytes", (json_int_t)s.copy_bytes, "restore_by",
+					 s.by_kernel ? "kernel" : "copy_engines", "ok", s.ok)
 			     : json_null();
 	json_object_set_new(st, "backup_host_bytes", json_integer((json_int_t)host));
 	json_object_set_new(st, "residue",

@@ -8,6 +8,7 @@
 
 #include "digest.h"
 #include "host_backup.h"
+#include "kernels.h"
 #include "own_thread.h"
 #include "tracer/driver.h"
 #include "tracer/log.h"
@@ -50,14 +51,38 @@ static int streams_for(const struct msv_driver *d, CUcontext ctx, CUstream **out
 	return 0;
 }
 
-enum dir { OUT, IN, ZERO };
+/* IN_SM: host -> device by memsaver's kernel (saver/kernels.cu) where it
+ * can, by the copy engines elsewhere. */
+enum dir { OUT, IN, IN_SM, ZERO };
+
+#define RESTORE_BLOCK_BYTES (512u * 8u * 16u) /* bytes per block of msv_restore */
+
+/* One chunk host -> device by msv_restore on st: the SMs read the pinned
+ * host memory through its mapped address.  A chunk whose host memory has no
+ * mapped address, or whose addresses are not 16-byte aligned, goes by the
+ * copy engines. */
+static CUresult chunk_by_kernel(const struct msv_driver *d, CUfunction fn, CUdeviceptr dev, char *host,
+				size_t len, CUstream st)
+{
+	CUdeviceptr src = 0;
+	if (!d->cuMemHostGetDevicePointer || d->cuMemHostGetDevicePointer(&src, host, 0) != CUDA_SUCCESS ||
+	    ((dev | src) & 15))
+		return d->cuMemcpyHtoDAsync(dev, host, len, st);
+	unsigned long long n = len;
+	void *args[] = {&dev, &src, &n};
+	return d->cuLaunchKernel(fn, (unsigned)((len + RESTORE_BLOCK_BYTES - 1) / RESTORE_BLOCK_BYTES), 1, 1, 512, 1,
+				 1, 0, st, args, NULL);
+}
 
 /* One chunk.  Without a copy stream (none could be created) or a pinned
  * buffer the copy is synchronous: an asynchronous one on the NULL stream
- * would never be waited for, and the pause could unmap under it. */
+ * would never be waited for, and the pause could unmap under it.  fn:
+ * msv_restore for IN_SM, else NULL. */
 static CUresult chunk(const struct msv_driver *d, enum dir dir, CUdeviceptr dev, char *host, size_t len,
-		      CUstream st, int async)
+		      CUstream st, int async, CUfunction fn)
 {
+	if (dir == IN_SM && async && fn)
+		return chunk_by_kernel(d, fn, dev, host, len, st);
 	if (dir == ZERO)
 		return async ? d->cuMemsetD8Async(dev, 0, len, st) : d->cuMemsetD8(dev, 0, len);
 	if (!async)
@@ -87,6 +112,9 @@ static CUresult run(struct msv_region **list, size_t n, enum dir dir, int wait, 
 		size_t lo = dir == ZERO ? 0 : r->keep_off;
 		size_t hi = dir == ZERO ? (r->keep_len ? r->keep_off : r->size) : r->keep_off + r->keep_len;
 		int async = ns > 0 && (dir == ZERO || r->backup_pinned);
+		CUfunction fn = NULL;
+		if (dir == IN_SM && async && _msv_kernel(d, r->ctx, "msv_restore", &fn, NULL) != CUDA_SUCCESS)
+			fn = NULL;
 		/* Chunks round-robin over the streams: both copy engines and
 		 * several DMA queues stay busy on large regions. */
 		size_t issued = 0;
@@ -100,7 +128,7 @@ static CUresult run(struct msv_region **list, size_t n, enum dir dir, int wait, 
 			 * preparation writes to it). */
 			int piece_async = it < 0 ? async : _msv_host_prep_wait(prep, (size_t)it, off - lo) && ns > 0;
 			rc = chunk(d, dir, r->va + off, dir == ZERO ? NULL : (char *)r->backup + (off - lo), len,
-				   ns ? s[issued++ % (size_t)ns] : NULL, piece_async);
+				   ns ? s[issued++ % (size_t)ns] : NULL, piece_async, fn);
 			if (copied)
 				*copied += len;
 		}
@@ -114,6 +142,7 @@ static CUresult run(struct msv_region **list, size_t n, enum dir dir, int wait, 
 			_msv_digest_commit(r);
 		d->cuCtxPopCurrent(&old);
 	}
+	_msv_kernels_unload(d); /* after the kernels that restored */
 	MSV_BUSY_END();
 	return rc;
 }
@@ -218,10 +247,10 @@ CUresult _msv_copy_out(struct msv_region **list, size_t n, uint64_t *copied, uin
 	return rc;
 }
 
-CUresult _msv_copy_in_async(struct msv_region **list, size_t n)
+CUresult _msv_copy_in_async(struct msv_region **list, size_t n, int by_kernel)
 {
 	uint64_t unused = 0;
-	return run(list, n, IN, 0, NULL, &unused, NULL, NULL);
+	return run(list, n, by_kernel ? IN_SM : IN, 0, NULL, &unused, NULL, NULL);
 }
 
 CUresult _msv_copy_zero_async(struct msv_region **list, size_t n)
@@ -246,6 +275,7 @@ CUresult _msv_copy_wait(void)
 		}
 		d->cuCtxPopCurrent(&old);
 	}
+	_msv_kernels_unload(d); /* after the kernels that restored */
 	MSV_BUSY_END();
 	return rc;
 }

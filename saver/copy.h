@@ -24,12 +24,18 @@
  * get the bytes of each.  0 or the first failing CUresult. */
 CUresult _msv_copy_out(struct msv_region **list, size_t n, uint64_t *copied, uint64_t *skipped);
 /* Host -> device from each region's backup into its kept range; returns
- * once issued (see _msv_copy_wait). */
-CUresult _msv_copy_in_async(struct msv_region **list, size_t n);
+ * once issued (see _msv_copy_wait).  by_kernel: pinned backups are read by
+ * memsaver's kernel (saver/kernels.cu) instead of the copy engines, which
+ * the driver keeps busy for a while after a pause clearing the memory it
+ * released (half the restore rate on an H200; docs/saver.md); chunks the
+ * kernel cannot take, and every chunk without the kernel, go by the copy
+ * engines. */
+CUresult _msv_copy_in_async(struct msv_region **list, size_t n, int by_kernel);
 /* Zero-fill each region up to its kept tail (nothing when it is kept
  * whole); returns once issued. */
 CUresult _msv_copy_zero_async(struct msv_region **list, size_t n);
-/* Wait for every issued copy and fill; the first failure, if any. */
+/* Wait for every issued copy and fill (memsaver's kernels are unloaded
+ * then); the first failure, if any. */
 CUresult _msv_copy_wait(void);
 /* Pin the host backup of the region at va in the background (its keep_len
  * must be set); a pause that comes first pins it itself.  Never blocks. */

@@ -4,55 +4,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "tracer/driver.h"
 #include "tracer/log.h"
 #include "tracer/options.h"
 #include "tracer/thread.h"
 
-/* The kernel image, generated from saver/digest.cu at build time (empty
- * when nvcc was not there). */
-extern const unsigned char _msv_digest_image[];
-extern const size_t _msv_digest_image_len;
-
 #define MAX_CTX 16
 #define BLOCK_BYTES (512u << 10)
 
-/* Per context: the module, the function, a stream and the device buffer
- * the digests land in.  Module and buffer live only for one digest pass
- * (_msv_digest_take): a paused process holds no device memory of ours.  A
- * context where loading failed is remembered and never retried. */
+/* Per context: the kernel, memsaver's stream and the device buffer the
+ * digests land in.  The buffer lives only for one digest pass
+ * (_msv_digest_take), as the module does (saver/kernels.h). */
 static struct {
 	CUcontext ctx;
-	CUmodule mod;
 	CUfunction fn;
 	CUstream stream;
 	CUdeviceptr out;
 	size_t out_chunks;
-	int failed;
 } ctxs[MAX_CTX];
 
+/* ctx's slot with its kernel found (ctx is current), or -1. */
 static int slot_for(const struct msv_driver *d, CUcontext ctx)
 {
 	int k = 0;
 	while (k < MAX_CTX && ctxs[k].ctx && ctxs[k].ctx != ctx)
 		k++;
-	if (k == MAX_CTX)
+	if (k == MAX_CTX || _msv_kernel(d, ctx, "msv_digest", &ctxs[k].fn, &ctxs[k].stream) != CUDA_SUCCESS)
 		return -1;
-	if (ctxs[k].ctx && (ctxs[k].failed || ctxs[k].mod))
-		return ctxs[k].failed ? -1 : k;
 	ctxs[k].ctx = ctx;
-	CUresult r = CUDA_ERROR_NOT_FOUND;
-	if (_msv_digest_image_len && d->cuModuleLoadData && d->cuModuleGetFunction && d->cuLaunchKernel &&
-	    d->cuModuleUnload && (r = d->cuModuleLoadData(&ctxs[k].mod, _msv_digest_image)) == CUDA_SUCCESS &&
-	    (r = d->cuModuleGetFunction(&ctxs[k].fn, ctxs[k].mod, "msv_digest")) == CUDA_SUCCESS &&
-	    !ctxs[k].stream)
-		r = d->cuStreamCreate(&ctxs[k].stream, CU_STREAM_NON_BLOCKING);
-	if (r != CUDA_SUCCESS) {
-		ctxs[k].failed = 1;
-		MSV_INFO("backup digests unavailable (%s); every pause copies its whole backup",
-			 _msv_digest_image_len ? _msv_cu_error(r) : "built without nvcc");
-		return -1;
-	}
 	return k;
 }
 
@@ -70,22 +50,19 @@ static CUresult ensure_out(const struct msv_driver *d, int k, size_t chunks)
 	return r;
 }
 
-/* End of a pass: the module and the buffer go. */
+/* End of a pass: the buffers and the module go. */
 static void release_all(const struct msv_driver *d)
 {
 	for (int k = 0; k < MAX_CTX && ctxs[k].ctx; k++) {
 		CUcontext old;
-		if ((!ctxs[k].mod && !ctxs[k].out) || d->cuCtxPushCurrent(ctxs[k].ctx) != CUDA_SUCCESS)
+		if (!ctxs[k].out || d->cuCtxPushCurrent(ctxs[k].ctx) != CUDA_SUCCESS)
 			continue;
-		if (ctxs[k].out)
-			d->cuMemFree(ctxs[k].out);
-		if (ctxs[k].mod)
-			d->cuModuleUnload(ctxs[k].mod);
+		d->cuMemFree(ctxs[k].out);
 		ctxs[k].out = 0;
 		ctxs[k].out_chunks = 0;
-		ctxs[k].mod = NULL;
 		d->cuCtxPopCurrent(&old);
 	}
+	_msv_kernels_unload(d);
 }
 
 /* One pass: every region's kernel is launched into one buffer per context,

@@ -81,8 +81,11 @@ static void prepare(struct msv_host_prep *p, size_t k)
 	CUcontext old;
 	MSV_BUSY_BEGIN();
 	int pushed = it->ctx && d->cuCtxPushCurrent(it->ctx) == CUDA_SUCCESS;
+	/* Mapped too: a resume right after a pause reads it from a kernel
+	 * (saver/copy.h). */
 	int ok = d->cuMemHostRegister &&
-		 d->cuMemHostRegister(it->buf + off, len, CU_MEMHOSTREGISTER_PORTABLE) == CUDA_SUCCESS;
+		 d->cuMemHostRegister(it->buf + off, len, CU_MEMHOSTREGISTER_PORTABLE | CU_MEMHOSTREGISTER_DEVICEMAP) ==
+			 CUDA_SUCCESS;
 	if (pushed)
 		d->cuCtxPopCurrent(&old);
 	MSV_BUSY_END();

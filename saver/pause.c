@@ -378,8 +378,12 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 	uint64_t map_ns = _msv_now_ns() - m0, c0 = _msv_now_ns();
 	if (cr == CUDA_SUCCESS)
 		cr = _msv_copy_zero_async(zl, nz);
+	/* Right after a pause the driver clears what it released, on the copy
+	 * engines: the restore goes by memsaver's kernel then. */
+	int ms = _msv_options()->restore_kernel_ms;
+	int by_kernel = ms > 0 && last_pause.valid && c0 - (last_pause.t_ns + last_pause.dur_ns) < (uint64_t)ms * 1000000u;
 	if (cr == CUDA_SUCCESS)
-		cr = _msv_copy_in_async(bl, nb);
+		cr = _msv_copy_in_async(bl, nb, by_kernel);
 	/* Nothing is unmapped while a copy into it may still run. */
 	CUresult wr = _msv_copy_wait();
 	if (cr == CUDA_SUCCESS)
@@ -422,11 +426,11 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 	_msv_tracer_phase("resume");
 	last_resume = (struct msv_timing){.t_ns = t0, .dur_ns = dur, .bytes = need,
 					  .copy_bytes = restore_bytes, .copy_ns = copy_ns, .map_ns = map_ns,
-					  .ok = 1, .valid = 1};
+					  .by_kernel = by_kernel, .ok = 1, .valid = 1};
 	MSV_INFO("resumed %s: %zu regions, %llu bytes; %.1f ms (map %.1f, of which %.1f for the slowest region of "
-		 "%llu bytes; zero+restore %.1f)",
+		 "%llu bytes; zero+restore %.1f, restored by %s)",
 		 cats, n, (unsigned long long)need, dur / 1e6, map_ns / 1e6, slowest_ns / 1e6,
-		 (unsigned long long)slowest_bytes, copy_ns / 1e6);
+		 (unsigned long long)slowest_bytes, copy_ns / 1e6, by_kernel ? "kernel" : "copy engines");
 out:
 	free(mapped_now);
 	if (rc != 0)

@@ -19,6 +19,7 @@ struct msv_timing {
 	uint64_t t_ns, dur_ns, bytes, copy_bytes, copy_ns;
 	uint64_t skipped_bytes; /* pause: backup bytes unchanged since the last backup, not copied */
 	uint64_t map_ns; /* pause: unmap + release; resume: create + map + access */
+	int by_kernel;   /* resume: pinned backups restored by memsaver's kernel (saver/copy.h) */
 	int ok, valid;
 };
 void _msv_saver_last(struct msv_timing *pause, struct msv_timing *resume);

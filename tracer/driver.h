@@ -73,6 +73,7 @@
 	X(cuMemFreeHost)                  \
 	X(cuMemHostRegister)              \
 	X(cuMemHostUnregister)            \
+	X(cuMemHostGetDevicePointer)      \
 	X(cuStreamGetCaptureInfo)         \
 	X(cuThreadExchangeStreamCaptureMode)
 

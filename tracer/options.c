@@ -37,6 +37,7 @@ static const struct opt {
 	{"MEMSAVER_PAUSE_TIMEOUT", INT, "30", OPT(pause_timeout)},
 	{"MEMSAVER_GATE_TIMEOUT", INT, "600", OPT(gate_timeout)},
 	{"MEMSAVER_SKIP_UNCHANGED", BOOL, "1", OPT(skip_unchanged)},
+	{"MEMSAVER_RESTORE_KERNEL_MS", INT, "1000", OPT(restore_kernel_ms)},
 	{"MEMSAVER_TRACE_MAX", SIZE, "256MiB", OPT(trace_max)},
 };
 

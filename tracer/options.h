@@ -33,6 +33,11 @@ struct msv_options {
 	                           nothing (saver/host_backup.h) */
 	int skip_unchanged;     /* MEMSAVER_SKIP_UNCHANGED: a pause copies only backup chunks whose
 	                           GPU digest changed since the last backup */
+	int restore_kernel_ms;  /* MEMSAVER_RESTORE_KERNEL_MS: a resume that begins within this many
+	                           ms of the end of the last pause restores pinned backups with
+	                           memsaver's kernel, not the copy engines, which the driver is
+	                           still using to clear the released memory (saver/copy.h); 0 =
+	                           never */
 	int pause_timeout;      /* MEMSAVER_PAUSE_TIMEOUT: seconds a pause waits for the GPU work
 	                           in flight before it gives up, releasing nothing; 0 = forever */
 	int gate_timeout;       /* MEMSAVER_GATE_TIMEOUT: seconds a launch or copy of the engine waits

@@ -494,6 +494,7 @@ static struct CUctx_st g_primary = { .uid = 1, .primary = 1 };
 static int g_primary_refs;
 static struct CUctx_st *g_ctxs; /* cuCtxCreate contexts */
 static uint32_t g_next_uid = 2;
+static uint64_t g_restore_launches; /* msv_restore kernels run */
 static struct alloc *g_allocs;
 static struct vres *g_vres;
 static struct vphys *g_vphys;
@@ -1558,6 +1559,7 @@ FC_EXPORT void fakecuda_get_usage(struct fakecuda_usage *out)
 	out->vmm_handles = g_nphys;
 	out->vmm_mappings = g_nmaps;
 	out->allocations = g_nallocs;
+	out->restore_launches = g_restore_launches;
 	UNLOCK();
 }
 
@@ -3259,34 +3261,64 @@ static CUresult module_unload(CUmodule m)
 FC_EXPORT CUresult cuModuleUnload(CUmodule hmod)
 TRACE(cuModuleUnload, module_unload(hmod), hmod)
 
-/* Kernels: the fake runs one, memsaver's backup digest (saver/digest.cu),
- * on the host with the same arithmetic (saver/digest_mix.h), so the
- * skip-unchanged path of a pause is exercised without a GPU.  Any other
- * name is the module's do-nothing function. */
-static struct CUfunc_st digest;
+/* Kernels: the fake runs memsaver's two (saver/kernels.cu) on the host:
+ * the backup digest with the same arithmetic (saver/digest_mix.h), so the
+ * skip-unchanged path of a pause is exercised without a GPU, and the restore
+ * copy, which must read page-locked host memory within one range and write
+ * mapped device memory, with a grid that covers its bytes.  Any other name
+ * is the module's do-nothing function. */
+static struct CUfunc_st digest, restore;
 
 static CUresult module_get_function(CUfunction *out, CUmodule m, const char *name)
 {
 	NEED_INIT();
 	if (!out || !m || !name)
 		return CUDA_ERROR_INVALID_VALUE;
-	if (strcmp(name, "msv_digest") != 0) {
+	struct CUfunc_st *f = !strcmp(name, "msv_digest") ? &digest : !strcmp(name, "msv_restore") ? &restore : NULL;
+	if (!f) {
 		*out = &m->fn;
 		return CUDA_SUCCESS;
 	}
-	digest.mod = m;
-	*out = &digest;
+	f->mod = m;
+	*out = f;
 	return CUDA_SUCCESS;
 }
 
 FC_EXPORT CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name)
 TRACE(cuModuleGetFunction, module_get_function(hfunc, hmod, name), hfunc, hmod, name)
 
+/* msv_restore(dst, src, len): 512 threads of 8 16-byte vectors a block. */
+static CUresult launch_restore(unsigned gx, unsigned bx, CUstream s, void **args)
+{
+	if (!args || bx != 512)
+		return CUDA_ERROR_INVALID_VALUE;
+	uintptr_t dst = (uintptr_t) * (CUdeviceptr *)args[0], src = (uintptr_t) * (CUdeviceptr *)args[1];
+	uint64_t len = *(uint64_t *)args[2];
+	struct CUstream_st *st;
+	LOCK();
+	CUresult rc = stream_get_locked(s, &st);
+	struct alloc *h = alloc_find_locked(src, ALLOC_REG);
+	if (!h)
+		h = alloc_find_locked(src, ALLOC_HOST);
+	if (!rc && ((uint64_t)gx * 512 * 8 * 16 < len || (dst | src) % 16 || !h || len > h->base + h->size - src ||
+		    check_dev_locked(dst, len, 1)))
+		rc = CUDA_ERROR_ILLEGAL_ADDRESS;
+	if (!rc) {
+		opq_drain_locked(st ? &st->pending : &cur_ctx()->null_pending);
+		memcpy((void *)dst, (const void *)src, len);
+		g_restore_launches++;
+	}
+	UNLOCK();
+	return rc;
+}
+
 static CUresult launch(CUfunction f, unsigned gx, unsigned bx, CUstream s, void **args)
 {
 	NEED_INIT();
 	if (!f || !gx || !bx)
 		return CUDA_ERROR_INVALID_VALUE;
+	if (f == &restore)
+		return launch_restore(gx, bx, s, args);
 	if (f != &digest)
 		return lazy_load(f);
 	if (!args)

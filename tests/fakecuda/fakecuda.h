@@ -185,6 +185,7 @@ struct fakecuda_usage {
 	uint32_t vmm_handles;   /* live cuMemCreate handles */
 	uint32_t vmm_mappings;  /* live cuMemMap mappings */
 	uint32_t allocations;   /* live cuMemAlloc-family allocations */
+	uint64_t restore_launches; /* memsaver's restore kernel (msv_restore) run so far */
 };
 
 /* Fill *out (never fails; NULL is ignored). */

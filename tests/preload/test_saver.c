@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "common.h"
+#include "tests/fakecuda/fakecuda.h"
 
 #define MiB ((size_t)1 << 20)
 
@@ -512,22 +513,30 @@ END_TEST
 
 /* A resume whose restore fails and whose rollback cannot unmap leaves the
  * region mapped with stale contents: the next pause must not copy them
- * over the good backup (_i = 0: pause, then resume), and the next resume
- * restores the backup (_i = 1: resume at once). */
+ * over the good backup (_i even: pause, then resume), and the next resume
+ * restores the backup (_i odd: resume at once).  The restore fails on the
+ * copy engines (_i < 2: resumed 1.1 s after the pause) or in memsaver's
+ * restore kernel (_i >= 2: resumed at once; the first launch is the
+ * pause's digest). */
 START_TEST(test_stale_region_keeps_backup)
 {
-	setenv("FAKECUDA_FAIL", "cuMemcpyHtoDAsync_v2:1:CUDA_ERROR_UNKNOWN,cuMemUnmap:2:CUDA_ERROR_UNKNOWN", 1);
+	setenv("FAKECUDA_FAIL",
+	       _i < 2 ? "cuMemcpyHtoDAsync_v2:1:CUDA_ERROR_UNKNOWN,cuMemUnmap:2:CUDA_ERROR_UNKNOWN"
+		      : "cuLaunchKernel:2:CUDA_ERROR_UNKNOWN,cuMemUnmap:2:CUDA_ERROR_UNKNOWN",
+	       1);
 	cuda_up();
 	CUdeviceptr w;
 	CU_OK(D.alloc(&w, 4 * MiB));
 	fill(w, 4 * MiB, 21);
 	ck_assert_int_eq(D.pause(NULL), 0);
+	if (_i < 2)
+		usleep(1100 * 1000);
 	ck_assert_int_ne(D.resume(NULL), 0);
-	if (_i == 0)
+	if (_i % 2 == 0)
 		ck_assert_msg(D.pause(NULL) == 0, "pause: %s", D.last_error());
 	ck_assert_msg(D.resume(NULL) == 0, "resume: %s", D.last_error());
-	ck_assert_msg(check(w, 4 * MiB, 21), "%s", _i == 0 ? "the half-restored contents replaced the backup"
-							: "a region left mapped by the rollback was never restored");
+	ck_assert_msg(check(w, 4 * MiB, 21), "%s", _i % 2 == 0 ? "the half-restored contents replaced the backup"
+							       : "a region left mapped by the rollback was never restored");
 	CU_OK(D.free(w));
 }
 END_TEST
@@ -668,6 +677,53 @@ START_TEST(test_backup_skips_unchanged)
 }
 END_TEST
 
+/* A resume right after a pause restores pinned backups with memsaver's
+ * kernel (saver/copy.h; the fake runs it and checks its grid and
+ * addresses), one launch a chunk and no copy-engine copies; a resume more
+ * than MEMSAVER_RESTORE_KERNEL_MS (1 s) after the pause uses the copy
+ * engines.  Both restore every byte, a region whose length is not a
+ * multiple of 16 and a byte changed between pauses included. */
+START_TEST(test_restore_by_kernel_after_pause)
+{
+	setenv("FAKECUDA_DEFER_ASYNC", "1", 1);
+	cuda_up();
+	void *fake = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+	uint64_t (*calls)(const char *) = fake ? (uint64_t(*)(const char *))dlsym(fake, "fakecuda_call_count") : NULL;
+	void (*usage)(struct fakecuda_usage *) =
+		fake ? (void (*)(struct fakecuda_usage *))dlsym(fake, "fakecuda_get_usage") : NULL;
+	ck_assert(calls && usage);
+	size_t size = 40 * MiB, small = 6 * MiB + 100; /* 3 chunks of MEMSAVER_CHUNK (16 MiB), and 1 */
+	CUdeviceptr w, w2;
+	CU_OK(D.alloc(&w, size));
+	CU_OK(D.alloc(&w2, small));
+	fill(w, size, 71);
+	fill(w2, small, 72);
+	struct fakecuda_usage u0, u1;
+	for (int cycle = 0; cycle < 2; cycle++) {
+		unsigned char b = (unsigned char)(0x11 + cycle);
+		CU_OK(D.htod(w2 + small - 1, &b, 1)); /* an update before each pause */
+		ck_assert_msg(D.pause(NULL) == 0, "pause %d: %s", cycle, D.last_error());
+		if (cycle == 1)
+			usleep(1100 * 1000);
+		usage(&u0);
+		uint64_t copies = calls("cuMemcpyHtoDAsync_v2");
+		ck_assert_msg(D.resume(NULL) == 0, "resume %d: %s", cycle, D.last_error());
+		usage(&u1);
+		copies = calls("cuMemcpyHtoDAsync_v2") - copies;
+		ck_assert_uint_eq(u1.restore_launches - u0.restore_launches, cycle == 0 ? 4 : 0);
+		ck_assert_uint_eq(copies, cycle == 0 ? 0 : 4);
+		ck_assert_msg(check(w, size, 71), "cycle %d: region lost bytes", cycle);
+		unsigned char got = 0;
+		CU_OK(D.dtoh(&got, w2 + small - 1, 1));
+		ck_assert_msg(got == b, "cycle %d: the changed last byte came back as %u, not %u", cycle, got, b);
+		CU_OK(D.htod(w2 + small - 1, (unsigned char[]){(unsigned char)((small - 1) * 31 + 72)}, 1));
+		ck_assert_msg(check(w2, small, 72), "cycle %d: the short region lost bytes", cycle);
+	}
+	CU_OK(D.free(w));
+	CU_OK(D.free(w2));
+}
+END_TEST
+
 /* Wrapped memory is registrable for GPUDirect RDMA like cuMemAlloc memory. */
 START_TEST(test_rdma_capable)
 {
@@ -784,9 +840,10 @@ int main(void)
 	tcase_add_test(tc, test_sync_thread_reused);
 	tcase_add_test(tc, test_free_waits_for_owner_context);
 	tcase_add_test(tc, test_free_sync_error);
-	tcase_add_loop_test(tc, test_stale_region_keeps_backup, 0, 2);
+	tcase_add_loop_test(tc, test_stale_region_keeps_backup, 0, 4);
 	tcase_add_test(tc, test_rdma_capable);
 	tcase_add_test(tc, test_backup_skips_unchanged);
+	tcase_add_test(tc, test_restore_by_kernel_after_pause);
 	tcase_add_test(tc, test_retained_never_duplicated);
 	tcase_add_test(tc, test_exported_stays_resident);
 	tcase_add_test(tc, test_concurrent_report_writes);
