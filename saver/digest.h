@@ -1,6 +1,6 @@
 /* Backup digests: a pause copies only the chunks of a backup that changed
  * since the last one.  Before a pause copies a region's kept range, a GPU
- * kernel (saver/digest.cu) digests it chunk by chunk at HBM speed; a chunk
+ * kernel (saver/kernels.cu msv_digest) digests it chunk by chunk at HBM speed; a chunk
  * whose digest equals the one taken when the backup last received it is
  * skipped (the backup already holds those bytes).  Any change to a chunk
  * changes its digest (saver/digest_mix.h), so RL weight updates between

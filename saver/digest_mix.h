@@ -1,4 +1,4 @@
-/* The backup digest's arithmetic, shared by the GPU kernel (saver/digest.cu)
+/* The backup digest's arithmetic, shared by the GPU kernel (saver/kernels.cu)
  * and the fake driver's model of that kernel (tests/fakecuda).
  *
  * A chunk's digest is two 64-bit lanes; each lane is the wrapping sum over
