@@ -39,6 +39,10 @@ CUresult _msv_kernel(const struct msv_driver *d, CUcontext ctx, const char *name
 	}
 	if (r == CUDA_SUCCESS)
 		r = d->cuModuleGetFunction(fn, ctxs[k].mod, name);
+	if (r == CUDA_ERROR_OUT_OF_MEMORY) { /* this pass goes without; the next one tries again */
+		MSV_DEBUG("memsaver's kernels not loaded: out of device memory; this pass copies by the copy engines");
+		return r;
+	}
 	if (r != CUDA_SUCCESS) {
 		ctxs[k].failed = 1;
 		MSV_INFO("memsaver's kernels unavailable (%s): every pause copies its whole backup and "

@@ -724,6 +724,38 @@ START_TEST(test_restore_by_kernel_after_pause)
 }
 END_TEST
 
+/* memsaver's kernels that could not be loaded for want of device memory
+ * are tried again on the next pass (saver/kernels.h): the first pause
+ * copies everything, the resume restores by the kernel, and once a pause
+ * has digests the next one skips what did not change. */
+START_TEST(test_kernels_retried_after_oom)
+{
+	setenv("FAKECUDA_FAIL", "cuModuleLoadData:1:CUDA_ERROR_OUT_OF_MEMORY", 1);
+	cuda_up();
+	void *fake = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+	void (*usage)(struct fakecuda_usage *) =
+		fake ? (void (*)(struct fakecuda_usage *))dlsym(fake, "fakecuda_get_usage") : NULL;
+	ck_assert_ptr_nonnull(usage);
+	size_t size = 20 * MiB;
+	CUdeviceptr w;
+	CU_OK(D.alloc(&w, size));
+	fill(w, size, 81);
+	struct fakecuda_usage u0, u1;
+	for (int cycle = 0; cycle < 3; cycle++) {
+		ck_assert_msg(D.pause(NULL) == 0, "pause %d: %s", cycle, D.last_error());
+		struct msv_rec p = last_pause();
+		ck_assert_msg(p.site == (cycle == 2 ? size >> 10 : 0), "pause %d skipped %llu KiB", cycle,
+			      (unsigned long long)p.site);
+		usage(&u0);
+		ck_assert_msg(D.resume(NULL) == 0, "resume %d: %s", cycle, D.last_error());
+		usage(&u1);
+		ck_assert_uint_eq(u1.restore_launches - u0.restore_launches, 2); /* 16 + 4 MiB */
+		ck_assert(check(w, size, 81));
+	}
+	CU_OK(D.free(w));
+}
+END_TEST
+
 /* Wrapped memory is registrable for GPUDirect RDMA like cuMemAlloc memory. */
 START_TEST(test_rdma_capable)
 {
@@ -844,6 +876,7 @@ int main(void)
 	tcase_add_test(tc, test_rdma_capable);
 	tcase_add_test(tc, test_backup_skips_unchanged);
 	tcase_add_test(tc, test_restore_by_kernel_after_pause);
+	tcase_add_test(tc, test_kernels_retried_after_oom);
 	tcase_add_test(tc, test_retained_never_duplicated);
 	tcase_add_test(tc, test_exported_stays_resident);
 	tcase_add_test(tc, test_concurrent_report_writes);
