@@ -142,7 +142,6 @@ static CUresult run(struct msv_region **list, size_t n, enum dir dir, int wait, 
 			_msv_digest_commit(r);
 		d->cuCtxPopCurrent(&old);
 	}
-	_msv_kernels_unload(d); /* after the kernels that restored */
 	MSV_BUSY_END();
 	return rc;
 }

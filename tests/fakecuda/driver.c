@@ -408,10 +408,14 @@ struct vmap {
 	struct vmap *next;
 };
 
-enum { OP_MEMSET = 1, OP_COPY };
+/* OP_KERNEL: a copy by a kernel of module `mod` (memsaver's msv_restore);
+ * one whose module was unloaded while it was queued is OP_DEAD and faults
+ * when its stream runs. */
+enum { OP_MEMSET = 1, OP_COPY, OP_KERNEL, OP_DEAD };
 
 struct op {
 	int kind;
+	const void *mod; /* OP_KERNEL */
 	int unified; /* OP_COPY: either side may be pageable host memory */
 	int src_dev; /* OP_COPY: src is device memory */
 	int dst_dev;
@@ -715,6 +719,8 @@ static CUresult op_check_locked(const struct op *o)
 	CUresult rc;
 	if (o->kind == OP_MEMSET)
 		return check_dev_locked(o->dst, o->count * o->elem, 1);
+	if (o->kind == OP_DEAD)
+		return CUDA_ERROR_ILLEGAL_ADDRESS;
 	if (o->unified) {
 		rc = check_any_locked(o->dst, o->count, 1);
 		return rc ? rc : check_any_locked(o->src, o->count, 0);
@@ -729,7 +735,7 @@ static CUresult op_check_locked(const struct op *o)
 
 static void op_run(const struct op *o)
 {
-	if (o->kind == OP_COPY) {
+	if (o->kind == OP_COPY || o->kind == OP_KERNEL) {
 		if (o->count)
 			memmove((void *)o->dst, (const void *)o->src, o->count);
 		return;
@@ -3232,6 +3238,23 @@ TRACE(cuModuleLoadDataEx, module_load(module, image), module, image, numOptions,
 FC_EXPORT CUresult cuModuleLoadFatBinary(CUmodule *module, const void *fatCubin)
 TRACE(cuModuleLoadFatBinary, module_load(module, fatCubin), module, fatCubin)
 
+static void kill_in(struct opq *q, CUmodule m)
+{
+	for (size_t i = 0; i < q->n; i++)
+		if (q->ops[i].kind == OP_KERNEL && q->ops[i].mod == m)
+			q->ops[i].kind = OP_DEAD;
+}
+
+/* Queued launches of m's kernels lose their code. */
+static void kill_kernels_locked(CUmodule m)
+{
+	kill_in(&g_primary.null_pending, m);
+	for (struct CUctx_st *x = g_ctxs; x; x = x->next)
+		kill_in(&x->null_pending, m);
+	for (struct CUstream_st *st = g_streams; st; st = st->next)
+		kill_in(&st->pending, m);
+}
+
 static CUresult module_unload(CUmodule m)
 {
 	NEED_INIT();
@@ -3246,6 +3269,7 @@ static CUresult module_unload(CUmodule m)
 		return CUDA_ERROR_INVALID_HANDLE;
 	emit_module(CUPTI_CBID_RESOURCE_MODULE_UNLOAD_STARTING, c, id, NULL);
 	LOCK();
+	kill_kernels_locked(m);
 	for (struct CUmod_st **pp = &g_mods; *pp; pp = &(*pp)->next)
 		if (*pp == m) {
 			*pp = m->next;
@@ -3287,29 +3311,26 @@ static CUresult module_get_function(CUfunction *out, CUmodule m, const char *nam
 FC_EXPORT CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name)
 TRACE(cuModuleGetFunction, module_get_function(hfunc, hmod, name), hfunc, hmod, name)
 
-/* msv_restore(dst, src, len): 512 threads of 8 16-byte vectors a block. */
+/* msv_restore(dst, src, len): 512 threads of 8 16-byte vectors a block,
+ * run in stream order like a copy (queued under FAKECUDA_DEFER_ASYNC). */
 static CUresult launch_restore(unsigned gx, unsigned bx, CUstream s, void **args)
 {
 	if (!args || bx != 512)
 		return CUDA_ERROR_INVALID_VALUE;
 	uintptr_t dst = (uintptr_t) * (CUdeviceptr *)args[0], src = (uintptr_t) * (CUdeviceptr *)args[1];
 	uint64_t len = *(uint64_t *)args[2];
-	struct CUstream_st *st;
 	LOCK();
-	CUresult rc = stream_get_locked(s, &st);
 	struct alloc *h = alloc_find_locked(src, ALLOC_REG);
 	if (!h)
 		h = alloc_find_locked(src, ALLOC_HOST);
-	if (!rc && ((uint64_t)gx * 512 * 8 * 16 < len || (dst | src) % 16 || !h || len > h->base + h->size - src ||
-		    check_dev_locked(dst, len, 1)))
-		rc = CUDA_ERROR_ILLEGAL_ADDRESS;
-	if (!rc) {
-		opq_drain_locked(st ? &st->pending : &cur_ctx()->null_pending);
-		memcpy((void *)dst, (const void *)src, len);
+	CUresult rc = (uint64_t)gx * 512 * 8 * 16 < len || (dst | src) % 16 || !h || len > h->base + h->size - src
+			      ? CUDA_ERROR_ILLEGAL_ADDRESS
+			      : CUDA_SUCCESS;
+	if (!rc)
 		g_restore_launches++;
-	}
 	UNLOCK();
-	return rc;
+	struct op o = {.kind = OP_KERNEL, .mod = restore.mod, .dst = dst, .src = src, .count = len, .dst_dev = 1};
+	return rc ? rc : stream_op(s, &o);
 }
 
 static CUresult launch(CUfunction f, unsigned gx, unsigned bx, CUstream s, void **args)
