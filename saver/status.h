@@ -8,7 +8,10 @@
 
 /* {"pid":..,"session":..,"paused":[cats],"categories":{"kv":{"wrapped_bytes",
  * "resident_bytes","released_bytes","count","action","state"}},
- * "last_pause":{"t_ns","ms","ok"},"last_resume":{...},"cupti":..,"redirect":..}
+ * "last_pause":{"ms","copy_ms","unmap_ms","released_bytes","backup_bytes",
+ * "backup_skipped_bytes","ok"},"last_resume":{"ms","copy_ms","map_ms",
+ * "restored_bytes","restore_bytes","restore_by":"kernel"|"copy_engines","ok"},
+ * "active":..,"redirect":..,"backup_host_bytes":..,"residue":"checkpoint"|"keep"}
  * New reference; NULL on out of memory. */
 json_t *_msv_status_json(void);
 
