@@ -15,7 +15,7 @@ static struct {
 	CUcontext ctx;
 	CUmodule mod;
 	CUstream stream;
-	int failed;
+	int failed; /* 1: for good; 2: out of device memory, until the pass ends */
 } ctxs[MAX_CTX];
 
 CUresult _msv_kernel(const struct msv_driver *d, CUcontext ctx, const char *name, CUfunction *fn, CUstream *st)
@@ -40,6 +40,7 @@ CUresult _msv_kernel(const struct msv_driver *d, CUcontext ctx, const char *name
 	if (r == CUDA_SUCCESS)
 		r = d->cuModuleGetFunction(fn, ctxs[k].mod, name);
 	if (r == CUDA_ERROR_OUT_OF_MEMORY) { /* this pass goes without; the next one tries again */
+		ctxs[k].failed = 2;
 		MSV_DEBUG("memsaver's kernels not loaded: out of device memory; this pass copies by the copy engines");
 		return r;
 	}
@@ -59,6 +60,8 @@ void _msv_kernels_unload(const struct msv_driver *d)
 {
 	for (int k = 0; k < MAX_CTX && ctxs[k].ctx; k++) {
 		CUcontext old;
+		if (ctxs[k].failed == 2)
+			ctxs[k].failed = 0;
 		if (!ctxs[k].mod || d->cuCtxPushCurrent(ctxs[k].ctx) != CUDA_SUCCESS)
 			continue;
 		d->cuModuleUnload(ctxs[k].mod);

@@ -1,7 +1,8 @@
 /* memsaver's device kernels (saver/kernels.cu), loaded per context for one
  * pass and unloaded after it: a paused process holds no device memory of
  * ours.  A context where loading failed is remembered and never retried (it
- * says so once), unless it failed for want of device memory; without nvcc at build time the image is empty and every
+ * says so once), unless it failed for want of device memory (then the next
+ * pass tries again); without nvcc at build time the image is empty and every
  * lookup fails, so callers always have a way without kernels.
  *
  * Called from the pause/resume thread only. */

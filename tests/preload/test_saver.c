@@ -725,34 +725,41 @@ START_TEST(test_restore_by_kernel_after_pause)
 END_TEST
 
 /* memsaver's kernels that could not be loaded for want of device memory
- * are tried again on the next pass (saver/kernels.h): the first pause
- * copies everything, the resume restores by the kernel, and once a pause
- * has digests the next one skips what did not change. */
+ * are tried again on the next pass, not for every region of this one
+ * (saver/kernels.h): the first pause copies everything with one failed
+ * load for its two regions, the resume restores by the kernel, and once a
+ * pause has digests the next one skips what did not change. */
 START_TEST(test_kernels_retried_after_oom)
 {
 	setenv("FAKECUDA_FAIL", "cuModuleLoadData:1:CUDA_ERROR_OUT_OF_MEMORY", 1);
 	cuda_up();
 	void *fake = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+	uint64_t (*calls)(const char *) = fake ? (uint64_t(*)(const char *))dlsym(fake, "fakecuda_call_count") : NULL;
 	void (*usage)(struct fakecuda_usage *) =
 		fake ? (void (*)(struct fakecuda_usage *))dlsym(fake, "fakecuda_get_usage") : NULL;
-	ck_assert_ptr_nonnull(usage);
-	size_t size = 20 * MiB;
-	CUdeviceptr w;
+	ck_assert(calls && usage);
+	size_t size = 16 * MiB, small = 4 * MiB;
+	CUdeviceptr w, w2;
 	CU_OK(D.alloc(&w, size));
+	CU_OK(D.alloc(&w2, small));
 	fill(w, size, 81);
+	fill(w2, small, 82);
 	struct fakecuda_usage u0, u1;
 	for (int cycle = 0; cycle < 3; cycle++) {
+		uint64_t loads = calls("cuModuleLoadData");
 		ck_assert_msg(D.pause(NULL) == 0, "pause %d: %s", cycle, D.last_error());
+		ck_assert_uint_eq(calls("cuModuleLoadData") - loads, 1); /* per pass, failed or not */
 		struct msv_rec p = last_pause();
-		ck_assert_msg(p.site == (cycle == 2 ? size >> 10 : 0), "pause %d skipped %llu KiB", cycle,
+		ck_assert_msg(p.site == (cycle == 2 ? (size + small) >> 10 : 0), "pause %d skipped %llu KiB", cycle,
 			      (unsigned long long)p.site);
 		usage(&u0);
 		ck_assert_msg(D.resume(NULL) == 0, "resume %d: %s", cycle, D.last_error());
 		usage(&u1);
-		ck_assert_uint_eq(u1.restore_launches - u0.restore_launches, 2); /* 16 + 4 MiB */
-		ck_assert(check(w, size, 81));
+		ck_assert_uint_eq(u1.restore_launches - u0.restore_launches, 2); /* a chunk each */
+		ck_assert(check(w, size, 81) && check(w2, small, 82));
 	}
 	CU_OK(D.free(w));
+	CU_OK(D.free(w2));
 }
 END_TEST
 
