@@ -415,30 +415,58 @@ END_TEST
  * pause and its pieces are unregistered with it.  _i = 1: the second
  * registration fails, so the buffer is used pageable and the pieces that
  * were registered are unregistered at once. */
+/* The fake driver's counters (tests/fakecuda/fakecuda.h): calls made to an
+ * exported symbol, and msv_restore kernels run. */
+static void *fake_sym(const char *name)
+{
+	void *fake = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+	void *f = fake ? dlsym(fake, name) : NULL;
+	ck_assert_msg(f != NULL, "the fake driver has no %s", name);
+	return f;
+}
+
+static uint64_t fake_calls(const char *name)
+{
+	return ((uint64_t(*)(const char *))fake_sym("fakecuda_call_count"))(name);
+}
+
+/* cuMemAlloc'd (wrapped) memory filled with fill()'s pattern. */
+static CUdeviceptr alloc_filled(size_t n, unsigned seed)
+{
+	CUdeviceptr p;
+	CU_OK(D.alloc(&p, n));
+	fill(p, n, seed);
+	return p;
+}
+
+static uint64_t fake_restore_launches(void)
+{
+	struct fakecuda_usage u;
+	((void (*)(struct fakecuda_usage *))fake_sym("fakecuda_get_usage"))(&u);
+	return u.restore_launches;
+}
+
 START_TEST(test_backup_prepared_in_pieces)
 {
 	setenv("FAKECUDA_DEFER_ASYNC", "1", 1);
 	if (_i == 1)
 		setenv("FAKECUDA_FAIL", "cuMemHostRegister:2:CUDA_ERROR_OUT_OF_MEMORY", 1);
 	cuda_up();
-	void *fake = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-	uint64_t (*calls)(const char *) = fake ? (uint64_t(*)(const char *))dlsym(fake, "fakecuda_call_count") : NULL;
-	ck_assert_ptr_nonnull(calls);
 	size_t size = 200 * MiB; /* pieces of 64 MiB: 64 + 64 + 64 + 8 */
 	CUdeviceptr w;
 	CU_OK(D.alloc(&w, size));
 	fill(w, size, 61);
-	uint64_t reg0 = calls("cuMemHostRegister"), unreg0 = calls("cuMemHostUnregister");
+	uint64_t reg0 = fake_calls("cuMemHostRegister"), unreg0 = fake_calls("cuMemHostUnregister");
 	for (int cycle = 0; cycle < 2; cycle++) {
 		ck_assert_msg(D.pause(NULL) == 0, "pause %d: %s", cycle, D.last_error());
 		ck_assert_msg(D.resume(NULL) == 0, "resume %d: %s", cycle, D.last_error());
 		ck_assert_msg(check(w, size, 61), "cycle %d: the backup lost bytes", cycle);
 	}
-	ck_assert_uint_eq(calls("cuMemHostRegister") - reg0, 4); /* once, not per pause */
-	ck_assert_uint_eq(calls("cuMemHostUnregister") - unreg0, _i == 0 ? 0 : 3);
+	ck_assert_uint_eq(fake_calls("cuMemHostRegister") - reg0, 4); /* once, not per pause */
+	ck_assert_uint_eq(fake_calls("cuMemHostUnregister") - unreg0, _i == 0 ? 0 : 3);
 	CU_OK(D.ctxSync());
 	CU_OK(D.free(w));
-	ck_assert_uint_eq(calls("cuMemHostUnregister") - unreg0, _i == 0 ? 4 : 3);
+	ck_assert_uint_eq(fake_calls("cuMemHostUnregister") - unreg0, _i == 0 ? 4 : 3);
 }
 END_TEST
 
@@ -635,11 +663,7 @@ START_TEST(test_backup_skips_unchanged)
 	cuda_up();
 	size_t size = 40 * MiB, chunk = 16 * MiB; /* MEMSAVER_CHUNK default */
 	size_t small = 6 * MiB + 100;              /* a second region: one short chunk */
-	CUdeviceptr w, w2;
-	CU_OK(D.alloc(&w, size));
-	CU_OK(D.alloc(&w2, small));
-	fill(w, size, 51);
-	fill(w2, small, 52);
+	CUdeviceptr w = alloc_filled(size, 51), w2 = alloc_filled(small, 52);
 	size += small; /* what every pause keeps */
 	ck_assert_int_eq(D.pause(NULL), 0);
 	struct msv_rec p = last_pause();
@@ -687,30 +711,19 @@ START_TEST(test_restore_by_kernel_after_pause)
 {
 	setenv("FAKECUDA_DEFER_ASYNC", "1", 1);
 	cuda_up();
-	void *fake = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-	uint64_t (*calls)(const char *) = fake ? (uint64_t(*)(const char *))dlsym(fake, "fakecuda_call_count") : NULL;
-	void (*usage)(struct fakecuda_usage *) =
-		fake ? (void (*)(struct fakecuda_usage *))dlsym(fake, "fakecuda_get_usage") : NULL;
-	ck_assert(calls && usage);
 	size_t size = 40 * MiB, small = 6 * MiB + 100; /* 3 chunks of MEMSAVER_CHUNK (16 MiB), and 1 */
-	CUdeviceptr w, w2;
-	CU_OK(D.alloc(&w, size));
-	CU_OK(D.alloc(&w2, small));
-	fill(w, size, 71);
-	fill(w2, small, 72);
-	struct fakecuda_usage u0, u1;
+	CUdeviceptr w = alloc_filled(size, 71), w2 = alloc_filled(small, 72);
 	for (int cycle = 0; cycle < 2; cycle++) {
 		unsigned char b = (unsigned char)(0x11 + cycle);
 		CU_OK(D.htod(w2 + small - 1, &b, 1)); /* an update before each pause */
 		ck_assert_msg(D.pause(NULL) == 0, "pause %d: %s", cycle, D.last_error());
 		if (cycle == 1)
 			usleep(1100 * 1000);
-		usage(&u0);
-		uint64_t copies = calls("cuMemcpyHtoDAsync_v2");
+		uint64_t launches = fake_restore_launches(), copies = fake_calls("cuMemcpyHtoDAsync_v2");
 		ck_assert_msg(D.resume(NULL) == 0, "resume %d: %s", cycle, D.last_error());
-		usage(&u1);
-		copies = calls("cuMemcpyHtoDAsync_v2") - copies;
-		ck_assert_uint_eq(u1.restore_launches - u0.restore_launches, cycle == 0 ? 4 : 0);
+		launches = fake_restore_launches() - launches;
+		copies = fake_calls("cuMemcpyHtoDAsync_v2") - copies;
+		ck_assert_uint_eq(launches, cycle == 0 ? 4 : 0);
 		ck_assert_uint_eq(copies, cycle == 0 ? 0 : 4);
 		ck_assert_msg(check(w, size, 71), "cycle %d: region lost bytes", cycle);
 		unsigned char got = 0;
@@ -733,29 +746,18 @@ START_TEST(test_kernels_retried_after_oom)
 {
 	setenv("FAKECUDA_FAIL", "cuModuleLoadData:1:CUDA_ERROR_OUT_OF_MEMORY", 1);
 	cuda_up();
-	void *fake = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-	uint64_t (*calls)(const char *) = fake ? (uint64_t(*)(const char *))dlsym(fake, "fakecuda_call_count") : NULL;
-	void (*usage)(struct fakecuda_usage *) =
-		fake ? (void (*)(struct fakecuda_usage *))dlsym(fake, "fakecuda_get_usage") : NULL;
-	ck_assert(calls && usage);
 	size_t size = 16 * MiB, small = 4 * MiB;
-	CUdeviceptr w, w2;
-	CU_OK(D.alloc(&w, size));
-	CU_OK(D.alloc(&w2, small));
-	fill(w, size, 81);
-	fill(w2, small, 82);
-	struct fakecuda_usage u0, u1;
+	CUdeviceptr w = alloc_filled(size, 81), w2 = alloc_filled(small, 82);
 	for (int cycle = 0; cycle < 3; cycle++) {
-		uint64_t loads = calls("cuModuleLoadData");
+		uint64_t loads = fake_calls("cuModuleLoadData");
 		ck_assert_msg(D.pause(NULL) == 0, "pause %d: %s", cycle, D.last_error());
-		ck_assert_uint_eq(calls("cuModuleLoadData") - loads, 1); /* per pass, failed or not */
+		ck_assert_uint_eq(fake_calls("cuModuleLoadData") - loads, 1); /* per pass, failed or not */
 		struct msv_rec p = last_pause();
 		ck_assert_msg(p.site == (cycle == 2 ? (size + small) >> 10 : 0), "pause %d skipped %llu KiB", cycle,
 			      (unsigned long long)p.site);
-		usage(&u0);
+		uint64_t launches = fake_restore_launches();
 		ck_assert_msg(D.resume(NULL) == 0, "resume %d: %s", cycle, D.last_error());
-		usage(&u1);
-		ck_assert_uint_eq(u1.restore_launches - u0.restore_launches, 2); /* a chunk each */
+		ck_assert_uint_eq(fake_restore_launches() - launches, 2); /* a chunk each */
 		ck_assert(check(w, size, 81) && check(w2, small, 82));
 	}
 	CU_OK(D.free(w));
