@@ -41,6 +41,25 @@ wait_for() {
 # held_pid FILE: the pid demo-engine printed when it started holding.
 held_pid() { sed -n 's/.*holding at step [0-9]* (pid \([0-9]*\)).*/\1/p' "$1" | head -n1; }
 
+# start_held_demo DIR RUN_ARGS... -- DEMO_ARGS...: demo-engine under `memsaver
+# run RUN_ARGS`, 4 steps at scale 32 holding at step 2 until DIR/go exists
+# (stdout DIR/out, stderr DIR/err), DEMO_ARGS added (--hold-timeout, its
+# expectations); returns once it holds, with RUN the run's pid (in BGPIDS)
+# and PID the engine's.
+start_held_demo() {
+	local d=$1 run_args=()
+	shift
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do run_args+=("$1"); shift; done
+	[ $# -gt 0 ] && shift
+	mkdir -p "$d"
+	"$MS" run "${run_args[@]}" -- "$DEMO" --scale 32 --steps 4 --hold-at 2 --hold-file "$d/go" \
+		--expect-kv any --json "$@" >"$d/out" 2>"$d/err" &
+	RUN=$!
+	BGPIDS+=($RUN)
+	wait_for "$d/out" 'holding at step' || fail "$d: demo-engine never held"
+	PID=$(held_pid "$d/out")
+}
+
 # demo_reading FILE PHASE: used_bytes of the last JSON reading of PHASE.
 demo_reading() {
 	py 'import json,sys

@@ -32,14 +32,8 @@ status_field() {
 # start_demo DIR RUNFLAGS...: demo-engine holding under memsaver run; sets PID RUN.
 start_demo() {
 	local d=$1; shift
-	mkdir -p "$d"
-	"$MS" run "$@" -p "${POLICY:-$ROOT/tools/demo/demo-policy.json}" -- \
-		"$DEMO" --scale 32 --steps 4 --hold-at 2 --hold-file "$d/go" --hold-timeout 120 \
-		--expect-kv any --expect-workspace zero --json >"$d/out" 2>"$d/err" &
-	RUN=$!
-	BGPIDS+=($RUN)
-	wait_for "$d/out" 'holding at step' || fail "$d: demo-engine never held"
-	PID=$(held_pid "$d/out")
+	start_held_demo "$d" "$@" -p "${POLICY:-$ROOT/tools/demo/demo-policy.json}" -- \
+		--hold-timeout 120 --expect-workspace zero
 }
 
 finish_demo() {

@@ -19,13 +19,10 @@ scenario() {
 	mkdir -p "$d"
 	py 'import json,sys; p=json.load(open(sys.argv[1])); p["context"]=sys.argv[2]; json.dump(p, open(sys.argv[3],"w"))' \
 		"$ROOT/tools/demo/demo-policy.json" "$ctx" "$d/policy.json"
-	"$MS" run -p "$d/policy.json" --trace "$d/t.trace" -o "$d/report.json" -- \
-		"$DEMO" --scale 32 --steps 4 --hold-at 2 --hold-file "$d/go" --hold-timeout 60 \
-		--expect-kv any --expect-workspace zero --json >"$d/out" 2>"$d/err" &
-	local run=$!
-	BGPIDS+=($run)
-	wait_for "$d/out" 'holding at step' || fail "$ctx: demo-engine never held"
-	pid=$(held_pid "$d/out")
+	start_held_demo "$d" -p "$d/policy.json" --trace "$d/t.trace" -o "$d/report.json" -- \
+		--hold-timeout 60 --expect-workspace zero
+	local run=$RUN
+	pid=$PID
 	sock=$(ls "$MEMSAVER_SOCKET_DIR"/run-$run/memsaver-$pid.sock) || fail "$ctx: no socket in the run's session"
 
 	# Garbage on the socket: answered or dropped, the engine keeps going.

@@ -18,15 +18,10 @@
 
 # scenario NAME PREPIN
 scenario() {
-	local name=$1 prepin=$2 d=$T/$1 pid
-	mkdir -p "$d"
-	MEMSAVER_PREPIN=$prepin "$MS" run --log info -p "$ROOT/tools/demo/demo-policy.json" -- \
-		"$DEMO" --scale 32 --steps 4 --hold-at 2 --hold-file "$d/go" --hold-timeout 60 \
-		--expect-kv any --expect-workspace zero --json >"$d/out" 2>"$d/err" &
-	local run=$!
-	BGPIDS+=($run)
-	wait_for "$d/out" 'holding at step' || fail "$name: demo-engine never held"
-	pid=$(held_pid "$d/out")
+	local name=$1 prepin=$2 d=$T/$1
+	MEMSAVER_PREPIN=$prepin start_held_demo "$d" --log info -p "$ROOT/tools/demo/demo-policy.json" -- \
+		--hold-timeout 60 --expect-workspace zero
+	local run=$RUN pid=$PID
 	if [ "$prepin" = 1 ]; then
 		wait_for "$d/err" 'backups prepared in the background: [0-9]+ regions' 30 ||
 			fail "$name: the background preparation never finished"
@@ -82,14 +77,9 @@ ok "busy: host memory touched while decoding, nothing registered; a pause regist
 
 # no room: the reserve is larger than any host's memory.
 d=$T/noroom
-mkdir -p "$d"
-MEMSAVER_HOST_RESERVE=1024TiB "$MS" run --log info -p "$ROOT/tools/demo/demo-policy.json" -- \
-	"$DEMO" --scale 32 --steps 4 --hold-at 2 --hold-file "$d/go" --hold-timeout 60 \
-	--expect-kv any --expect-workspace any --json >"$d/out" 2>"$d/err" &
-run=$!
-BGPIDS+=($run)
-wait_for "$d/out" 'holding at step' || fail "no room: demo-engine never held"
-pid=$(held_pid "$d/out")
+MEMSAVER_HOST_RESERVE=1024TiB start_held_demo "$d" --log info -p "$ROOT/tools/demo/demo-policy.json" -- \
+	--hold-timeout 60 --expect-workspace any
+run=$RUN pid=$PID
 wait_for "$d/err" 'backups not prepared in the background: [0-9]+ bytes needed' 30 ||
 	fail "no room: the background preparation did not say why it stopped"
 if "$MS" ctl --pid "$pid" pause >"$d/pause.out" 2>&1; then
