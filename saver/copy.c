@@ -77,11 +77,11 @@ static CUresult chunk_by_kernel(const struct msv_driver *d, CUfunction fn, CUdev
 /* One chunk.  Without a copy stream (none could be created) or a pinned
  * buffer the copy is synchronous: an asynchronous one on the NULL stream
  * would never be waited for, and the pause could unmap under it.  fn:
- * msv_restore for IN_SM, else NULL. */
+ * msv_restore for an asynchronous IN_SM chunk, else NULL. */
 static CUresult chunk(const struct msv_driver *d, enum dir dir, CUdeviceptr dev, char *host, size_t len,
 		      CUstream st, int async, CUfunction fn)
 {
-	if (dir == IN_SM && async && fn)
+	if (fn)
 		return chunk_by_kernel(d, fn, dev, host, len, st);
 	if (dir == ZERO)
 		return async ? d->cuMemsetD8Async(dev, 0, len, st) : d->cuMemsetD8(dev, 0, len);

@@ -1,6 +1,5 @@
 #include "host_backup.h"
 
-
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -67,8 +66,9 @@ static size_t piece_off(const struct msv_host_prep *p, size_t k, size_t *len)
 
 /* Touch one piece (the kernel zeroes each page at its first write: the
  * slow part, which scales with threads and holds no driver lock; an
- * adopted buffer was touched before), then register it.  Registering from the copying thread alone instead was
- * measured on the H200: first pause 388 ms against 352 ms. */
+ * adopted buffer was touched before), then register it.  Registering from
+ * the copying thread alone instead was measured on the H200: first pause
+ * 388 ms against 352 ms. */
 static void prepare(struct msv_host_prep *p, size_t k)
 {
 	const struct msv_driver *d = _msv_drv();

@@ -381,7 +381,8 @@ int _msv_saver_resume(unsigned mask, char *err, size_t errlen)
 	/* Right after a pause the driver clears what it released, on the copy
 	 * engines: the restore goes by memsaver's kernel then. */
 	int ms = _msv_options()->restore_kernel_ms;
-	int by_kernel = ms > 0 && last_pause.valid && c0 - (last_pause.t_ns + last_pause.dur_ns) < (uint64_t)ms * 1000000u;
+	int by_kernel = ms > 0 && last_pause.valid &&
+			c0 - (last_pause.t_ns + last_pause.dur_ns) < (uint64_t)ms * 1000000u;
 	if (cr == CUDA_SUCCESS)
 		cr = _msv_copy_in_async(bl, nb, by_kernel);
 	/* Nothing is unmapped while a copy into it may still run. */

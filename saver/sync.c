@@ -1,6 +1,5 @@
 #include "sync.h"
 
-
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>

@@ -450,10 +450,8 @@ static int frame_at(int n, const struct seen_key *k, const void *frame, char *ou
 		return 1;
 	}
 	int line;
-	if (py.L.kind == FRAME_OBJECT_CHAIN) {
-		int lineno, ilast;
-		memcpy(&lineno, (const char *)frame + py.L.fr_lineno, sizeof(lineno));
-		memcpy(&ilast, (const char *)frame + py.L.fr_instr, sizeof(ilast));
+	if (py.L.kind == FRAME_OBJECT_CHAIN) { /* pos holds lasti and lineno */
+		int lineno = (int)(uint32_t)k->pos, ilast = (int)(uint32_t)((uint64_t)k->pos >> 32);
 		line = lineno ? lineno : py.addr2line((void *)k->code, ilast * 2);
 	} else {
 		line = line_of_interp_frame(frame, k->code);
@@ -492,7 +490,7 @@ int _msv_pyframes_read(char (*frames)[MSV_PYFRAME_LEN], int max)
 				break;
 			memcpy(&lineno, (const char *)f + py.L.fr_lineno, sizeof(lineno));
 			memcpy(&ilast, (const char *)f + py.L.fr_instr, sizeof(ilast));
-			pos = (intptr_t)ilast << 32 | (uint32_t)lineno;
+			pos = (intptr_t)((uint64_t)(uint32_t)ilast << 32 | (uint32_t)lineno);
 		} else {
 			if (py.L.fr_owner >= 0) {
 				owner = *((const char *)f + py.L.fr_owner);
