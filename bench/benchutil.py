@@ -1,6 +1,9 @@
 """Shared by the Python benchmarks in bench/ (as bench_util.h is by the C ones)."""
 import json
+import os
+import statistics
 import subprocess
+import sys
 
 
 def have_gpu():
@@ -45,9 +48,6 @@ def alloc_pair_overhead(ms, driver_pair, path="cudart", rounds=7):
     memsaver processes, less the same in the plain ones, against the fastest plain
     pair.  The best and the median of each mode come with it.  Returns the JSON
     line's fields, or {"error": ...}."""
-    import os
-    import statistics
-    import sys
     core = max(os.sched_getaffinity(0))
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "alloc_pairs.py")
     modes = (("plain", []), ("memsaver_no_python", [ms, "run", "--no-python", "--"]),

@@ -8,7 +8,7 @@ phases), the medians, the best, and the ratios to plain.  --variant NAME=ARGS
 adds a mode run as `memsaver run ARGS --` (for instance a policy that keeps
 everything, to tell the tracer's cost from the wrapping's).
 
-usage: bench/startup.py [--build build] [--rounds 5] [--variant NAME=ARGS ...]
+usage: bench/startup.py [--build build] [--rounds 5] [--variant NAME=ARGS ...] [--cpus A-B]
 """
 import argparse
 import json
